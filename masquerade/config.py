@@ -1,0 +1,245 @@
+"""Typed run configuration, loaded from YAML and `--set key=value` overrides.
+
+Every key is a dataclass field; `load_config` rejects unknown keys and bad values with a
+`ConfigError` naming the dotted key, so a typo never silently falls back to a default.
+Field metadata carries the allowed range (`lo`, `hi`) and a help line for `--help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from masquerade.errors import ConfigError
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None) -> Any:
+    meta = {"help": help, "lo": lo, "hi": hi}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DetectorConfig:
+    backend: Literal["mediapipe", "dlib_hog"] = _f("mediapipe", "face detector implementation")
+    model: Literal["full_range", "short_range"] = _f(
+        "full_range", "mediapipe BlazeFace model: full_range (to ~5 m) or short_range (to ~2 m)"
+    )
+    min_score: float = _f(0.5, "detections below this confidence are ignored", 0.0, 1.0)
+    min_face_px: int = _f(
+        20, "smallest face (pixels, at source resolution) that tiling must still find", 4, 4096
+    )
+    tiling: Literal["auto", "off"] = _f(
+        "auto", "auto: add overlapping tiles so faces down to min_face_px are found"
+    )
+    tile_overlap: float = _f(0.25, "overlap between neighbouring tiles, as a fraction", 0.0, 0.75)
+    nms_iou: float = _f(0.4, "IoU above which detections from different tiles merge", 0.05, 1.0)
+    every_n_frames: int = _f(
+        1, "run the detector every N frames and track in between (speed over recall)", 1, 100
+    )
+
+
+@dataclass
+class TrackerConfig:
+    iou_threshold: float = _f(0.2, "minimum IoU to match a detection to a track", 0.0, 1.0)
+    high_score: float = _f(
+        0.6, "ByteTrack first-stage score; lower detections match only existing tracks", 0.0, 1.0
+    )
+    max_coast_frames: int = _f(
+        15, "frames a track keeps being covered at its predicted box after its last detection",
+        0, 10000,
+    )
+    coast_growth: float = _f(
+        0.04, "relative box growth per coasting frame, to absorb prediction error", 0.0, 1.0
+    )
+
+
+@dataclass
+class AnonymizerConfig:
+    mode: Literal["blur", "pixelate", "solid"] = _f("blur", "how a face is anonymized")
+    mask: Literal["ellipse", "box"] = _f("ellipse", "shape of the anonymized region")
+    padding: float = _f(0.25, "region growth on every side, as a fraction of face size", 0.0, 2.0)
+    feather: float = _f(
+        0.08, "soft edge width, as a fraction of region size (0 = hard edge)", 0.0, 0.5
+    )
+    blur_strength: float = _f(
+        0.35, "gaussian sigma as a fraction of face size (0.35 defeats dlib's recognizer)",
+        0.05, 2.0,
+    )
+    pixel_blocks: int = _f(6, "pixelate: blocks across the face's shorter side", 2, 64)
+    color: list[int] = _f([0, 0, 0], "solid: fill colour as [R, G, B]")
+
+
+@dataclass
+class EncoderConfig:
+    codec: Literal["libx264", "libx265"] = _f("libx264", "video encoder")
+    preset: str = _f("medium", "x264/x265 preset (ultrafast ... veryslow)")
+    crf: int = _f(20, "constant rate factor: lower is better quality, bigger file", 0, 51)
+    pix_fmt: Literal["yuv420p"] = _f("yuv420p", "pixel format (yuv420p plays in browsers)")
+
+
+@dataclass
+class PipelineConfig:
+    on_error: Literal["cover_frame", "drop_frame"] = _f(
+        "cover_frame", "when a stage fails on a frame: cover the whole frame or drop it"
+    )
+    progress: bool = _f(True, "show a progress bar on long jobs")
+
+
+@dataclass
+class Config:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+)
+
+
+def _check_value(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if hint is int and not float(value).is_integer():
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        value = hint(value)
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"config key '{key}': {value} is outside [{lo}, {hi}]")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected text, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item, {}) for i, v in enumerate(value)]
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
+        raise ConfigError(f"config key '{key}': unsupported type")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(
+                f"unknown config key '{where}' (known: {', '.join(sorted(fields))})"
+            )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _check_value(key, value, hint, fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _validate(config: Config) -> Config:
+    color = config.anonymizer.color
+    if len(color) != 3 or any(not 0 <= c <= 255 for c in color):
+        raise ConfigError(f"config key 'anonymizer.color': expected [R, G, B] in 0..255, got {color}")
+    if config.encoder.preset not in X264_PRESETS:
+        raise ConfigError(
+            f"config key 'encoder.preset': {config.encoder.preset!r} is not one of {list(X264_PRESETS)}"
+        )
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b=value` -> {'a': {'b': value}}, with value parsed as YAML (numbers, lists, bools)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then each `key=value` override, all validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        data = loaded
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return _validate(_build(Config, data, ""))
+
+
+def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf key, for `--help` and docs."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows.extend(describe_keys(hints[f.name], key))
+        else:
+            rows.append((key, getattr(default, f.name), f.metadata.get("help", "")))
+    return rows
