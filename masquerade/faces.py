@@ -104,25 +104,41 @@ class Faces:
         return np.concatenate([self.xyxy[:, :2] - grow, self.xyxy[:, 2:] + grow], axis=1)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes, as an (N, M) matrix."""
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairwise intersection areas of (N, 4) and (M, 4) xyxy boxes, and both box areas."""
     a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
     tl = np.maximum(a[:, None, :2], b[None, :, :2])
     br = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter, np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes, as an (N, M) matrix."""
+    inter, area_a, area_b = _intersections(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
-def nms(faces: Faces, iou_threshold: float) -> Faces:
-    """Greedy non-maximum suppression, used to merge overlapping detector tiles."""
+def box_containment(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over the smaller box's area, as an (N, M) matrix."""
+    inter, area_a, area_b = _intersections(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0).astype(np.float32)
+
+
+def nms(faces: Faces, iou_threshold: float, containment: float = 0.8) -> Faces:
+    """Greedy non-maximum suppression, used to merge overlapping detector tiles.
+
+    Also suppresses a box mostly inside a better one: tiles of different scales often
+    return the same face once tight and once loose, with an IoU below the threshold.
+    """
     if len(faces) <= 1:
         return faces
     order = np.argsort(-faces.scores)
-    iou = box_iou(faces.xyxy, faces.xyxy)
+    iou = np.maximum(box_iou(faces.xyxy, faces.xyxy),
+                     (box_containment(faces.xyxy, faces.xyxy) > containment).astype(np.float32))
     keep: list[int] = []
     suppressed = np.zeros(len(faces), dtype=bool)
     for i in order:

@@ -1,0 +1,5 @@
+import sys
+
+from masquerade.cli import main
+
+sys.exit(main())

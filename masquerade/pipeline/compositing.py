@@ -1,0 +1,94 @@
+"""Cut face regions out of a frame and blend anonymized results back in.
+
+The mask is fully opaque over the whole padded face ellipse (or box) and the feather
+ramps *outward* from it, so softening the edge never lets face pixels through.
+Regions are composited smallest first: where faces overlap, the larger face's stronger
+anonymization is what remains on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
+from masquerade.config import AnonymizerConfig
+from masquerade.faces import Faces
+
+# Context around the feathered region given to the anonymizer, as a fraction of its size,
+# so blurs near the region edge average real neighbours instead of a reflected border.
+_CONTEXT = 0.25
+
+
+def region_mask(height: int, width: int, inner: np.ndarray, shape: str, feather_px: float
+                ) -> np.ndarray:
+    """Alpha in [0, 1]: 1 inside `inner` (x1, y1, x2, y2 in region pixels), ramping to 0
+    over `feather_px` outside it."""
+    ys = np.arange(height, dtype=np.float32)[:, None] + 0.5
+    xs = np.arange(width, dtype=np.float32)[None, :] + 0.5
+    x1, y1, x2, y2 = (float(v) for v in inner)
+    if shape == "ellipse":
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        a, b = max((x2 - x1) / 2, 0.5), max((y2 - y1) / 2, 0.5)
+        r = np.sqrt(((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2)
+        # Distance outside the ellipse, approximately in pixels along the ray.
+        outside = (r - 1.0) * np.minimum(a, b)
+    else:
+        dx = np.maximum(np.maximum(x1 - xs, xs - x2), 0)
+        dy = np.maximum(np.maximum(y1 - ys, ys - y2), 0)
+        outside = np.sqrt(dx**2 + dy**2)
+    if feather_px <= 0:
+        return (outside <= 0).astype(np.float32)
+    return np.clip(1.0 - outside / feather_px, 0.0, 1.0).astype(np.float32)
+
+
+class Compositor:
+    def __init__(self, anonymizer: Anonymizer, config: AnonymizerConfig):
+        self.anonymizer = anonymizer
+        self.config = config
+
+    def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """Anonymize every face in `image` (modified in place and returned)."""
+        if not len(faces):
+            return image
+        h, w = image.shape[:2]
+        inner = faces.padded(self.config.padding)
+        size = np.minimum(inner[:, 2] - inner[:, 0], inner[:, 3] - inner[:, 1])
+        feather = self.config.feather * size
+        outer = inner + np.stack([-feather, -feather, feather, feather], axis=1)
+        margin = (outer[:, 2:] - outer[:, :2]) * _CONTEXT
+        crop = np.concatenate([outer[:, :2] - margin, outer[:, 2:] + margin], axis=1)
+        crop = np.round(crop).astype(np.int64)
+        crop[:, [0, 2]] = np.clip(crop[:, [0, 2]], 0, w)
+        crop[:, [1, 3]] = np.clip(crop[:, [1, 3]], 0, h)
+        keep = (crop[:, 2] > crop[:, 0]) & (crop[:, 3] > crop[:, 1])
+        order = [i for i in np.argsort(size) if keep[i]]
+        regions = []
+        for i in order:
+            x1, y1, x2, y2 = crop[i]
+            off = np.array([x1, y1, x1, y1], np.float32)
+            kps = None if faces.keypoints is None else faces.keypoints[i] - off[:2]
+            regions.append(FaceRegion(
+                pixels=image[y1:y2, x1:x2].copy(),
+                box=faces.xyxy[i] - off,
+                track_id=int(faces.track_ids[i]),
+                keypoints=kps,
+            ))
+        patches = self.anonymizer.anonymize(regions)
+        for i, region, patch in zip(order, regions, patches, strict=True):
+            x1, y1, x2, y2 = crop[i]
+            rh, rw = region.pixels.shape[:2]
+            off = np.array([x1, y1, x1, y1], np.float32)
+            alpha = region_mask(rh, rw, inner[i] - off, self.config.mask, feather[i])[..., None]
+            # Blend over the frame as it is now, not the region's copy: the copy predates
+            # the faces composited before this one and would paint them back.
+            current = image[y1:y2, x1:x2]
+            blended = current * (1.0 - alpha) + patch * alpha
+            image[y1:y2, x1:x2] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        return image
+
+
+def cover_frame(image: np.ndarray, blocks: int = 8) -> np.ndarray:
+    """Fail-closed fallback when faces could not be processed: nothing recognizable left."""
+    block = max(image.shape[:2]) / blocks
+    image[:] = pixelate(image, block)
+    return image

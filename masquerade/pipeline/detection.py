@@ -1,0 +1,150 @@
+"""Face detection stage: a small `Detector` interface plus tiling for small faces.
+
+BlazeFace sees a ~192 px letterboxed copy of its input, so in a 1080p frame it misses
+faces under ~100 px. `TiledDetector` runs it on a pyramid of overlapping tiles sized so
+that a face of `min_face_px` fills enough of a tile, then merges the results with NMS.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from masquerade.config import DetectorConfig
+from masquerade.faces import Faces, nms
+
+
+class Detector(Protocol):
+    """Finds faces in one RGB image; boxes and keypoints are in that image's pixels."""
+
+    min_relative_face: float
+
+    def detect(self, image: np.ndarray) -> Faces: ...
+
+
+def tile_grid(
+    width: int, height: int, tile: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x1, y1, x2, y2) covering the frame, edges flush."""
+    tile_w, tile_h = min(tile, width), min(tile, height)
+    stride = max(1, int(tile * (1 - overlap)))
+
+    def starts(size: int, t: int) -> list[int]:
+        if size <= t:
+            return [0]
+        n = math.ceil((size - t) / stride) + 1
+        return sorted({round(i * (size - t) / (n - 1)) for i in range(n)})
+
+    return [(x, y, x + tile_w, y + tile_h) for y in starts(height, tile_h)
+            for x in starts(width, tile_w)]
+
+
+def pyramid_tiles(width: int, height: int, min_face_px: int, min_relative_face: float,
+                  overlap: float) -> list[tuple[int, int, int, int]]:
+    """Tiles at each scale from the one finding `min_face_px` faces up to the full frame.
+
+    A face whole inside some tile is found at the level where it is big enough; the
+    overlap makes faces up to `overlap * tile` whole in at least one tile, and the next
+    level (twice the tile) starts finding faces from `2 * min_relative_face * tile`.
+    """
+    longest = max(width, height)
+    tiles = [(0, 0, width, height)]
+    size = math.ceil(min_face_px / min_relative_face)
+    while size < longest:
+        tiles.extend(tile_grid(width, height, size, overlap))
+        size *= 2
+    return list(dict.fromkeys(tiles))
+
+
+class TiledDetector:
+    """Runs a single-pass detector over a tile pyramid and merges overlapping results."""
+
+    def __init__(self, base: Detector, min_face_px: int, overlap: float, nms_iou: float,
+                 tiling: bool = True):
+        self.base = base
+        self.min_face_px = min_face_px
+        self.overlap = overlap
+        self.nms_iou = nms_iou
+        self.tiling = tiling
+        self.min_relative_face = base.min_relative_face
+        self._tiles: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+
+    def tiles_for(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        key = (width, height)
+        if key not in self._tiles:
+            self._tiles[key] = (
+                pyramid_tiles(width, height, self.min_face_px, self.min_relative_face,
+                              self.overlap)
+                if self.tiling else [(0, 0, width, height)]
+            )
+        return self._tiles[key]
+
+    def detect(self, image: np.ndarray) -> Faces:
+        h, w = image.shape[:2]
+        parts = []
+        for x1, y1, x2, y2 in self.tiles_for(w, h):
+            found = self.base.detect(image[y1:y2, x1:x2])
+            if not len(found):
+                continue
+            offset = np.array([x1, y1], np.float32)
+            found.xyxy += np.tile(offset, 2)
+            if found.keypoints is not None:
+                found.keypoints += offset
+            found = _drop_cut_faces(found, (x1, y1, x2, y2), (w, h))
+            parts.append(found)
+        return nms(Faces.merge(parts), self.nms_iou)
+
+
+def _drop_cut_faces(faces: Faces, tile: tuple[int, int, int, int], frame: tuple[int, int]) -> Faces:
+    """Drop detections touching an inner tile edge: the face is cut, a neighbour sees it whole.
+
+    Kept when the edge is also the frame edge (a face leaving the frame is still a face).
+    """
+    x1, y1, x2, y2 = tile
+    w, h = frame
+    margin = 2.0
+    b = faces.xyxy
+    cut = np.zeros(len(faces), dtype=bool)
+    if x1 > 0:
+        cut |= b[:, 0] <= x1 + margin
+    if y1 > 0:
+        cut |= b[:, 1] <= y1 + margin
+    if x2 < w:
+        cut |= b[:, 2] >= x2 - margin
+    if y2 < h:
+        cut |= b[:, 3] >= y2 - margin
+    return faces[~cut]
+
+
+class DlibHOG:
+    """dlib's HOG + linear SVM frontal face detector: no keypoints, ~80 px minimum face."""
+
+    min_relative_face = 0.0  # scale handled by upsampling instead of tiles
+
+    def __init__(self, upsample: int = 1, min_score: float = 0.0):
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+        self.upsample = upsample
+        self.min_score = min_score
+
+    def detect(self, image: np.ndarray) -> Faces:
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), self.upsample,
+                                              self.min_score)
+        if not rects:
+            return Faces.empty()
+        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+        return Faces(xyxy=boxes, scores=np.clip(np.asarray(scores) / 2 + 0.5, 0, 1))
+
+
+def build_detector(config: DetectorConfig) -> Detector:
+    if config.backend == "dlib_hog":
+        upsample = max(0, math.ceil(math.log2(max(1.0, 80 / config.min_face_px))))
+        return DlibHOG(upsample=upsample)
+    from masquerade.engines.blazeface import BlazeFace
+
+    base = BlazeFace(config.model, config.min_score)
+    return TiledDetector(base, config.min_face_px, config.tile_overlap, config.nms_iou,
+                         tiling=config.tiling == "auto")

@@ -1,0 +1,152 @@
+"""The pipeline: detect -> track -> anonymize/composite on each frame, and the file runner.
+
+`FramePipeline` holds the per-frame logic and its fail-closed policy; `run_file` wires a
+source and a sink around it with progress and a summary. Components are passed in, so
+tests, `bench` and the live runner build them however they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from masquerade.anonymizers import build_anonymizer
+from masquerade.config import Config
+from masquerade.errors import InputError, MasqueradeError
+from masquerade.faces import Faces
+from masquerade.pipeline.compositing import Compositor, cover_frame
+from masquerade.pipeline.detection import Detector, build_detector
+from masquerade.pipeline.stats import RunStats
+from masquerade.pipeline.tracking import Tracker
+from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
+
+log = logging.getLogger(__name__)
+
+
+class FramePipeline:
+    """Anonymizes frames one by one; never returns a frame with an unprocessed face.
+
+    When detection, tracking or anonymization raises, the frame is covered whole or
+    dropped (`pipeline.on_error`) and the error is counted, so a failing model degrades
+    the picture, never privacy.
+    """
+
+    def __init__(self, detector: Detector, tracker: Tracker, compositor: Compositor,
+                 config: Config, stats: RunStats | None = None):
+        self.detector = detector
+        self.tracker = tracker
+        self.compositor = compositor
+        self.config = config
+        self.stats = stats or RunStats()
+        self.last_faces = Faces.empty()
+
+    @classmethod
+    def from_config(cls, config: Config, stats: RunStats | None = None) -> FramePipeline:
+        return cls(
+            detector=build_detector(config.detector),
+            tracker=Tracker(config.tracker, config.detector.min_score),
+            compositor=Compositor(build_anonymizer(config.anonymizer), config.anonymizer),
+            config=config,
+            stats=stats,
+        )
+
+    def process(self, frame: Frame) -> Frame | None:
+        """Anonymize `frame` in place; None means the policy dropped it."""
+        stats = self.stats
+        stage = "detect"
+        try:
+            if frame.index % self.config.detector.every_n_frames == 0:
+                with stats.timed("detect"):
+                    detections = self.detector.detect(frame.image)
+                stage = "track"
+                with stats.timed("track"):
+                    faces = self.tracker.update(detections)
+            else:
+                stage = "track"
+                with stats.timed("track"):
+                    faces = self.tracker.predict()
+            stage = "anonymize"
+            with stats.timed("anonymize"):
+                self.compositor.apply(frame.image, faces)
+        except Exception as exc:
+            return self._fail_closed(frame, stage, exc)
+        self.last_faces = faces
+        stats.faces += len(faces)
+        stats.coasted_faces += int(faces.coasting.sum())
+        stats.tracks = self.tracker.total_tracks
+        return frame
+
+    def _fail_closed(self, frame: Frame, stage: str, exc: Exception) -> Frame | None:
+        self.stats.stage_errors[stage] += 1
+        if self.stats.stage_errors[stage] == 1:
+            log.error("%s failed on frame %d (%s: %s); policy %s applies to such frames",
+                      stage, frame.index, type(exc).__name__, exc, self.config.pipeline.on_error)
+            log.debug("traceback", exc_info=exc)
+        if self.config.pipeline.on_error == "drop_frame":
+            self.stats.frames_dropped += 1
+            return None
+        cover_frame(frame.image)
+        self.stats.frames_covered += 1
+        return frame
+
+
+@dataclass
+class RunResult:
+    output: Path
+    stats: RunStats
+
+
+def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
+             overwrite: bool = False, pipeline: FramePipeline | None = None) -> RunResult:
+    """Anonymize a file or URL into a new file; the output appears only on success."""
+    import time
+
+    stats = RunStats()
+    start = time.perf_counter()
+    with PyAVSource(input_url) as source:
+        info = source.info
+        pipeline = pipeline or FramePipeline.from_config(config, stats)
+        pipeline.stats = stats
+        sink = PyAVFileSink(output, config.encoder, average_rate=info.average_rate,
+                            audio_templates=source.audio_streams, overwrite=overwrite)
+        bar = tqdm(total=info.frames, unit="frame", desc="anonymizing", file=sys.stderr,
+                   disable=not config.pipeline.progress, dynamic_ncols=True, leave=False)
+        try:
+            items = iter(source)
+            while True:
+                with stats.timed("decode"):
+                    item = next(items, None)
+                if item is None:
+                    break
+                if isinstance(item, AudioPacket):
+                    sink.write_audio(item)
+                    continue
+                stats.frames_in += 1
+                out = pipeline.process(item)
+                if out is not None:
+                    with stats.timed("encode"):
+                        sink.write(out)
+                    stats.frames_out += 1
+                bar.update(1)
+            stats.corrupt_packets = source.corrupt_packets
+            stats.decode_errors = source.decode_errors
+            if stats.frames_in == 0:
+                raise InputError(f"{input_url}: no decodable video frames")
+            if stats.frames_out == 0:
+                raise MasqueradeError(
+                    f"all {stats.frames_in} frames were dropped after stage errors "
+                    "(pipeline.on_error=drop_frame); no output written")
+            with stats.timed("encode"):
+                path = sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            bar.close()
+    stats.wall_seconds = time.perf_counter() - start
+    return RunResult(path, stats)

@@ -1,0 +1,78 @@
+"""Counters and per-stage timings of a run, for the summary, `bench` and live metrics."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("decode", "detect", "track", "anonymize", "encode")
+
+
+@dataclass
+class RunStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    frames_covered: int = 0
+    faces: int = 0
+    coasted_faces: int = 0
+    tracks: int = 0
+    corrupt_packets: int = 0
+    decode_errors: int = 0
+    stage_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wall_seconds: float = 0.0
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - start
+
+    @property
+    def fps(self) -> float:
+        return self.frames_in / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def stage_ms_per_frame(self) -> dict[str, float]:
+        n = max(self.frames_in, 1)
+        return {s: 1000.0 * self.stage_seconds.get(s, 0.0) / n for s in STAGES}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "frames_dropped": self.frames_dropped,
+            "frames_covered": self.frames_covered,
+            "faces": self.faces,
+            "coasted_faces": self.coasted_faces,
+            "tracks": self.tracks,
+            "corrupt_packets": self.corrupt_packets,
+            "decode_errors": self.decode_errors,
+            "stage_errors": dict(self.stage_errors),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "fps": round(self.fps, 2),
+            "stage_ms_per_frame": {k: round(v, 3) for k, v in self.stage_ms_per_frame().items()},
+        }
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame().items())
+        parts = [
+            f"{self.frames_out}/{self.frames_in} frames written",
+            f"{self.faces} faces ({self.coasted_faces} covered from track prediction)",
+            f"{self.tracks} tracks",
+            f"{self.fps:.1f} fps",
+            f"ms/frame: {stages}",
+        ]
+        if self.frames_dropped or self.frames_covered:
+            parts.append(f"{self.frames_dropped} dropped, {self.frames_covered} fully covered "
+                         "after stage errors")
+        if self.corrupt_packets or self.decode_errors:
+            parts.append(f"{self.corrupt_packets} corrupt packets, {self.decode_errors} "
+                         "undecodable packets skipped")
+        return "; ".join(parts)

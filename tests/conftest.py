@@ -1,0 +1,57 @@
+"""Shared fixtures: real media made on the spot, with exact ground truth."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from masquerade.synthetic import Scenario, write_clip
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+DATA_DIR = Path(os.environ.get("MASQUERADE_DATA", Path(__file__).parents[1] / ".." / "shared" /
+                               "data"))
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Scenario:
+    return Scenario()
+
+
+@pytest.fixture(scope="session")
+def scenario_clip(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) -> Path:
+    path = tmp_path_factory.mktemp("media") / "scenario.mp4"
+    write_clip(path, scenario)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "faces").is_dir():
+        pytest.skip(f"shared face data not found at {DATA_DIR} (set MASQUERADE_DATA)")
+    return DATA_DIR
+
+
+def decode_video(path: Path) -> list[tuple[int, np.ndarray]]:
+    """(pts, RGB image) of every frame, in presentation order."""
+    with av.open(str(path)) as container:
+        return [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+
+
+def audio_payloads(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        return [bytes(p) for p in container.demux(audio=0) if p.size]
+
+
+def ellipse_mask(height: int, width: int, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Pixels inside the ellipse inscribed in `box`: the face's own pixels."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    x1, y1, x2, y2 = box
+    cx, cy, a, b = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    return ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0

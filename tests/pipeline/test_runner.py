@@ -1,0 +1,168 @@
+"""End to end on the ground-truth clip: nothing leaks, ids hold, timing and audio survive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from masquerade.config import load_config
+from masquerade.errors import InputError
+from masquerade.faces import box_iou
+from masquerade.pipeline.runner import FramePipeline, run_file
+from masquerade.synthetic import Scenario
+from tests.conftest import audio_payloads, decode_video, ellipse_mask
+
+MAGENTA = (255, 0, 255)
+# A face counts as on screen, and must be covered, once this much of its box is inside
+# (BlazeFace does not find faces cut in half by the frame edge).
+MIN_INSIDE = 0.6
+
+
+def covered_fraction(image: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Share of the face's ellipse painted with the solid colour (codec noise tolerated)."""
+    h, w = image.shape[:2]
+    mask = ellipse_mask(h, w, box)
+    if not mask.any():
+        return 1.0
+    diff = np.abs(image[mask].astype(np.int32) - np.array(MAGENTA)).max(axis=1)
+    return float((diff < 60).mean())
+
+
+@pytest.fixture(scope="module")
+def solid_run(scenario_clip: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("out") / "solid.mp4"
+    config = load_config(overrides=["anonymizer.mode=solid", "anonymizer.color=[255,0,255]",
+                                    "pipeline.progress=false"])
+    pipeline = FramePipeline.from_config(config)
+    ids: list[dict[int, int]] = []
+    scenario = Scenario()
+    process = pipeline.process
+
+    def recording(frame):  # remember which track covered which ground-truth face
+        result = process(frame)
+        faces = pipeline.last_faces
+        frame_ids = {}
+        for gt in scenario.ground_truth(frame.index):
+            if len(faces) and not gt.occluded:
+                iou = box_iou(np.array([gt.xyxy]), faces.xyxy)[0]
+                if iou.max() > 0.3:
+                    frame_ids[gt.face_id] = int(faces.track_ids[iou.argmax()])
+        ids.append(frame_ids)
+        return result
+
+    pipeline.process = recording
+    result = run_file(str(scenario_clip), out, config, pipeline=pipeline)
+    return result, ids
+
+
+def test_every_face_is_covered_in_every_frame(solid_run, scenario: Scenario) -> None:
+    result, _ = solid_run
+    frames = decode_video(result.output)
+    leaks = []
+    for index, (_, image) in enumerate(frames):
+        for gt in scenario.ground_truth(index):
+            if gt.occluded or gt.inside < MIN_INSIDE:
+                continue
+            frac = covered_fraction(image, gt.xyxy)
+            if frac < 0.98:
+                leaks.append((index, gt.face_id, round(frac, 3)))
+    assert leaks == []
+
+
+def test_track_ids_are_stable_through_occlusion(solid_run, scenario: Scenario) -> None:
+    _, ids = solid_run
+    for face in scenario.faces:
+        seen = {frame[face.face_id] for frame in ids if face.face_id in frame}
+        assert len(seen) == 1, f"face {face.face_id} had track ids {seen}"
+    occluded = scenario.faces[0].occluded_frames
+    assert occluded is not None
+    assert result_covered_while_occluded(solid_run, scenario, occluded)
+
+
+def result_covered_while_occluded(solid_run, scenario, occluded) -> bool:
+    """The occluded face's track coasts: its predicted box is still painted."""
+    result, _ = solid_run
+    frames = decode_video(result.output)
+    first, last = occluded
+    for index in range(first, last + 1):
+        (gt,) = [g for g in scenario.ground_truth(index) if g.face_id == 1]
+        if covered_fraction(frames[index][1], gt.xyxy) < 0.9:
+            return False
+    return True
+
+
+def test_frames_timestamps_and_audio_survive(solid_run, scenario_clip: Path) -> None:
+    result, _ = solid_run
+    src, out = decode_video(scenario_clip), decode_video(result.output)
+    assert len(out) == len(src) == result.stats.frames_out
+    assert [p for p, _ in out] == [p for p, _ in src]
+    with av.open(str(scenario_clip)) as a, av.open(str(result.output)) as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        assert float(va.duration * va.time_base) == pytest.approx(
+            float(vb.duration * vb.time_base), abs=1e-3)
+    assert audio_payloads(result.output) == audio_payloads(scenario_clip)
+    assert audio_payloads(scenario_clip)
+
+
+def test_summary_counts_faces_and_tracks(solid_run) -> None:
+    stats = solid_run[0].stats
+    assert stats.tracks == 3
+    assert stats.frames_in == stats.frames_out == 90
+    assert stats.coasted_faces >= 5  # the occlusion
+    assert stats.faces > 200
+
+
+def test_failing_detector_covers_whole_frames(scenario_clip: Path, tmp_path: Path) -> None:
+    class Broken:
+        min_relative_face = 0.06
+
+        def detect(self, image):
+            raise RuntimeError("model crashed")
+
+    config = load_config(overrides=["pipeline.progress=false"])
+    pipeline = FramePipeline.from_config(config)
+    pipeline.detector = Broken()
+    result = run_file(str(scenario_clip), tmp_path / "o.mp4", config, pipeline=pipeline)
+    assert result.stats.frames_covered == 90
+    assert result.stats.stage_errors == {"detect": 90}
+    image = decode_video(result.output)[0][1]
+    # Pixelated to 8 blocks across: at most ~8x5 distinct colour cells, no face detail.
+    assert np.abs(np.diff(image.astype(int), axis=1)).mean() < 3
+
+
+def test_drop_policy_drops_failed_frames(scenario_clip: Path, tmp_path: Path) -> None:
+    config = load_config(overrides=["pipeline.progress=false", "pipeline.on_error=drop_frame"])
+    pipeline = FramePipeline.from_config(config)
+    real = pipeline.compositor.anonymizer
+
+    class FailsEveryTenthFrame:
+        calls = 0
+
+        def anonymize(self, regions):
+            self.calls += 1
+            if self.calls % 10 == 0:
+                raise RuntimeError("generator out of memory")
+            return real.anonymize(regions)
+
+    pipeline.compositor.anonymizer = FailsEveryTenthFrame()
+    result = run_file(str(scenario_clip), tmp_path / "o.mp4", config, pipeline=pipeline)
+    assert result.stats.frames_dropped == 9
+    assert result.stats.frames_out == 90 - result.stats.frames_dropped
+    assert len(decode_video(result.output)) == result.stats.frames_out
+
+
+def test_no_frames_means_no_output(tmp_path: Path) -> None:
+    src = tmp_path / "audio_only.mkv"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("aac", rate=44100, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 44100
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    with pytest.raises(InputError, match="no video stream"):
+        run_file(str(src), tmp_path / "o.mp4", load_config())
+    assert not (tmp_path / "o.mp4").exists()
