@@ -167,7 +167,7 @@ def _ffmpeg_reason(exc: av.FFmpegError) -> str:
     return (exc.strerror or str(exc)).rstrip(".").lower()
 
 
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 
 
 class PyAVFileSink:
