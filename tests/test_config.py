@@ -1,0 +1,55 @@
+"""Config: YAML presets load, every bad key or value is named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from masquerade.config import Config, describe_keys, load_config
+from masquerade.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_valid() -> None:
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_presets_load(path: Path) -> None:
+    load_config(path)
+
+
+def test_default_preset_documents_every_key() -> None:
+    text = (Path(__file__).parents[1] / "configs" / "default.yaml").read_text()
+    assert load_config(Path(__file__).parents[1] / "configs" / "default.yaml") == Config()
+    for key, _, _ in describe_keys():
+        assert f"{key.split('.')[-1]}:" in text, key
+
+
+def test_overrides_apply_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("anonymizer:\n  mode: pixelate\n  pixel_blocks: 8\n")
+    config = load_config(path, ["anonymizer.pixel_blocks=10", "tracker.max_coast_frames=30"])
+    assert config.anonymizer.mode == "pixelate"
+    assert config.anonymizer.pixel_blocks == 10
+    assert config.tracker.max_coast_frames == 30
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["nope.x=1"], "unknown config key 'nope'"),
+    (["detector.tiles=3"], "unknown config key 'detector.tiles'"),
+    (["detector.min_face_px=2.5"], "'detector.min_face_px': expected an integer"),
+    (["detector.min_face_px=abc"], "'detector.min_face_px': expected a number"),
+    (["pipeline.progress=maybe"], "'pipeline.progress': expected true/false"),
+    (["anonymizer.color=[1,2]"], "'anonymizer.color'"),
+    (["encoder.preset=turbo"], "'encoder.preset'"),
+    (["encoder.crf=99"], "'encoder.crf': 99 is outside [0, 51]"),
+    (["detector=3"], "'detector': expected a mapping"),
+    (["novalue"], "must look like section.key=value"),
+])
+def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    assert message in str(info.value)
