@@ -42,7 +42,8 @@ class DetectorConfig:
     tile_overlap: float = _f(0.25, "overlap between neighbouring tiles, as a fraction", 0.0, 0.75)
     nms_iou: float = _f(0.4, "IoU above which detections from different tiles merge", 0.05, 1.0)
     every_n_frames: int = _f(
-        1, "run the detector every N frames and track in between (speed over recall)", 1, 100
+        1, "run the detector every N frames and track in between; faster, but a face that "
+        "appears between detections stays bare for up to N-1 frames", 1, 100
     )
 
 

@@ -139,6 +139,36 @@ class DlibHOG:
         return Faces(xyxy=boxes, scores=np.clip(np.asarray(scores) / 2 + 0.5, 0, 1))
 
 
+def detect_upright(detector: Detector, image: np.ndarray, rotation: int) -> Faces:
+    """Detect in the orientation a viewer sees, return boxes in the coded frame's pixels.
+
+    Phone videos are often stored sideways with a display rotation; BlazeFace does not
+    find faces lying on their side, so it must see the frame as displayed.
+    `rotation` is counter-clockwise degrees (FFmpeg's display matrix convention).
+    """
+    k = (round(rotation / 90)) % 4
+    if k == 0:
+        return detector.detect(image)
+    h, w = image.shape[:2]
+    faces = detector.detect(np.ascontiguousarray(np.rot90(image, k)))
+    if not len(faces):
+        return faces
+
+    def to_coded(points: np.ndarray) -> np.ndarray:
+        x, y = points[..., 0], points[..., 1]
+        if k == 1:
+            return np.stack([w - y, x], axis=-1)
+        if k == 2:
+            return np.stack([w - x, h - y], axis=-1)
+        return np.stack([y, h - x], axis=-1)
+
+    corners = to_coded(faces.xyxy.reshape(-1, 2, 2))
+    faces.xyxy = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    if faces.keypoints is not None:
+        faces.keypoints = to_coded(faces.keypoints)
+    return faces
+
+
 def build_detector(config: DetectorConfig) -> Detector:
     if config.backend == "dlib_hog":
         upsample = max(0, math.ceil(math.log2(max(1.0, 80 / config.min_face_px))))

@@ -20,7 +20,7 @@ from masquerade.config import Config
 from masquerade.errors import InputError, MasqueradeError
 from masquerade.faces import Faces
 from masquerade.pipeline.compositing import Compositor, cover_frame
-from masquerade.pipeline.detection import Detector, build_detector
+from masquerade.pipeline.detection import Detector, build_detector, detect_upright
 from masquerade.pipeline.stats import RunStats
 from masquerade.pipeline.tracking import Tracker
 from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
@@ -62,7 +62,7 @@ class FramePipeline:
         try:
             if frame.index % self.config.detector.every_n_frames == 0:
                 with stats.timed("detect"):
-                    detections = self.detector.detect(frame.image)
+                    detections = detect_upright(self.detector, frame.image, frame.rotation)
                 stage = "track"
                 with stats.timed("track"):
                     faces = self.tracker.update(detections)

@@ -60,3 +60,29 @@ def test_dlib_hog_is_a_drop_in_detector() -> None:
     faces = build_detector(DetectorConfig(backend="dlib_hog", min_face_px=60)).detect(frame)
     assert len(faces) == 1
     assert box_iou(np.array([[260, 120, 380, 240]]), faces.xyxy)[0, 0] > 0.4
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_sideways_coded_frames_are_detected_as_displayed(rotation: int) -> None:
+    """A phone clip stored sideways: the face is upright only after display rotation."""
+    from masquerade.pipeline.detection import detect_upright
+
+    upright = _background(360, 640, 0, 0)
+    _paste(upright, _head_patch(False, 1.0), 180, 300, 100)
+    k = rotation // 90
+    coded = np.ascontiguousarray(np.rot90(upright, -k))  # what the file stores
+    detector = build_detector(DetectorConfig())
+    if rotation == 180:
+        assert len(detector.detect(coded)) == 0  # upside down: plain detection misses it
+    faces = detect_upright(detector, coded, rotation)
+    assert len(faces) == 1
+    # Map the ground truth into coded pixels the same way and compare.
+    truth = np.zeros(upright.shape[:2], bool)
+    truth[250:350, 130:230] = True
+    coded_truth = np.rot90(truth, -k)
+    ys, xs = np.nonzero(coded_truth)
+    gt = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+    assert box_iou(gt, faces.xyxy)[0, 0] > 0.5
+    kp = faces.keypoints[0]
+    inside = (kp[:, 0] >= gt[0, 0] - 30) & (kp[:, 0] <= gt[0, 2] + 30)
+    assert inside.all()
