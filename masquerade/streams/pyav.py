@@ -214,10 +214,15 @@ class PyAVFileSink:
         self._last_pts: int | None = None
 
     def _open(self, frame: Frame) -> None:
-        self.container = av.open(str(self.tmp_path), mode="w", format=self.format)
+        options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
+        self.container = av.open(str(self.tmp_path), mode="w", format=self.format,
+                                 options=options)
         stream = self.container.add_stream(self.encoder.codec, rate=self.average_rate)
         stream.width = frame.width - frame.width % 2
         stream.height = frame.height - frame.height % 2
+        if (stream.width, stream.height) != (frame.width, frame.height):
+            log.warning("odd frame size %dx%d: the last row/column is cropped for yuv420p",
+                        frame.width, frame.height)
         stream.pix_fmt = self.encoder.pix_fmt
         stream.time_base = frame.time_base
         stream.codec_context.time_base = frame.time_base

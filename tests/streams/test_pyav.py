@@ -206,3 +206,17 @@ def serve_directory(directory: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_odd_frame_sizes_are_encodable(tmp_path: Path) -> None:
+    write_video(tmp_path / "odd.mkv", list(range(0, 5000, 1000)), Fraction(1, 30000),
+                codec="ffv1", size=(161, 97))
+    copy_through(tmp_path / "odd.mkv", tmp_path / "out.mp4")
+    frames = decode_video(tmp_path / "out.mp4")
+    assert len(frames) == 5 and frames[0][1].shape == (96, 160, 3)
+
+
+def test_mp4_output_has_its_index_first_for_streaming(scenario_clip: Path, tmp_path: Path) -> None:
+    copy_through(scenario_clip, tmp_path / "out.mp4")
+    head = (tmp_path / "out.mp4").read_bytes()[:4096]
+    assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096)
