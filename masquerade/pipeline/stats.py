@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STAGES = ("decode", "detect", "track", "anonymize", "encode")
+# Upper bounds (seconds) of the per-stage latency histogram exported to Prometheus.
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -25,6 +28,9 @@ class RunStats:
     decode_errors: int = 0
     stage_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    stage_counts: dict[str, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1)))
+    frames_dropped_behind: int = 0
     wall_seconds: float = 0.0
 
     @contextmanager
@@ -33,7 +39,9 @@ class RunStats:
         try:
             yield
         finally:
-            self.stage_seconds[stage] += time.perf_counter() - start
+            took = time.perf_counter() - start
+            self.stage_seconds[stage] += took
+            self.stage_counts[stage][bisect.bisect_left(LATENCY_BUCKETS, took)] += 1
 
     @property
     def fps(self) -> float:
@@ -48,6 +56,7 @@ class RunStats:
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "frames_dropped": self.frames_dropped,
+            "frames_dropped_behind": self.frames_dropped_behind,
             "frames_covered": self.frames_covered,
             "faces": self.faces,
             "coasted_faces": self.coasted_faces,

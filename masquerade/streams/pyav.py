@@ -49,7 +49,9 @@ class AudioPacket:
 class PyAVSource:
     """Decoded RGB frames (and raw audio packets) from a file or URL."""
 
-    def __init__(self, url: str | os.PathLike[str], options: dict[str, str] | None = None):
+    def __init__(self, url: str | os.PathLike[str], options: dict[str, str] | None = None,
+                 timeout: float | tuple[float, float] | None = None):
+        """`timeout` (open, read) seconds interrupts a stalled network read."""
         self.url = str(url)
         if not is_network_url(self.url):
             path = Path(self.url)
@@ -59,17 +61,21 @@ class PyAVSource:
                 raise InputError(f"input is a directory, not a video: {self.url}")
             if path.stat().st_size == 0:
                 raise InputError(f"input is an empty file: {self.url}")
-        opts = dict(NETWORK_OPTIONS) if is_network_url(self.url) else {}
+        live = is_network_url(self.url)
+        opts = dict(NETWORK_OPTIONS) if live else {}
+        if self.url.lower().startswith("rtsp"):
+            opts["rtsp_transport"] = "tcp"
         opts.update(options or {})
         try:
-            self.container = av.open(self.url, mode="r", options=opts)
+            self.container = av.open(self.url, mode="r", options=opts, timeout=timeout)
         except av.FFmpegError as exc:
             raise InputError(f"cannot open {self.url}: {_ffmpeg_reason(exc)}") from None
         if not self.container.streams.video:
             self.container.close()
             raise InputError(f"{self.url} holds no video stream")
         self.video = self.container.streams.video[0]
-        self.video.thread_type = "AUTO"
+        # Frame threading buffers one frame per thread: fine for files, latency for live.
+        self.video.thread_type = "SLICE" if live else "AUTO"
         self.audio_streams = list(self.container.streams.audio)
         self.corrupt_packets = 0
         self.decode_errors = 0
