@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from masquerade import __version__
@@ -63,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_config_help(),
     )
     run.add_argument("input", nargs="?", help="video file or http(s)/rtsp URL (default: demo)")
-    run.add_argument("-o", "--output", help="output .mp4/.mkv/.mov (default: INPUT_STEM"
-                     ".anonymized.mp4 beside the input)")
+    run.add_argument("-o", "--output", help="output .mp4/.mkv/.mov/.ts, or an rtsp:// or "
+                     "rtmp:// URL to push to (default: INPUT_STEM.anonymized.mp4 beside the "
+                     "input)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
     run.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON")
     _add_config_args(run)
@@ -72,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="show what an input holds (streams, fps, rotation)")
     probe.add_argument("input", help="video file or URL")
     probe.add_argument("--json", action="store_true", help="print JSON")
+
+    serve = sub.add_parser(
+        "serve", help="anonymize several live cameras (RTSP/RTMP/HLS) in one process",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every stream of a cameras YAML (see configs/cameras.yaml): each "
+                    "reconnects on its own, pushes to RTSP/RTMP servers, records segments, "
+                    "and/or is served by the built-in RTSP server; Prometheus metrics at "
+                    "/metrics and health at /healthz. Stop with Ctrl-C or SIGTERM: "
+                    "recordings are finalized.",
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="cameras YAML")
 
     bench = sub.add_parser(
         "bench", help="time each pipeline stage against the decode+encode floor",
@@ -113,17 +127,85 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.output:
             output = Path(args.output)
         elif "://" in input_url:
-            raise OutputError("an output path (-o) is needed for a URL input")
+            raise OutputError("an output (-o) is needed for a URL input")
         else:
             output = Path(input_url).with_name(Path(input_url).stem + ".anonymized.mp4")
         overwrite = args.overwrite
         if "://" not in input_url and output.resolve() == Path(input_url).resolve():
             raise OutputError("output would overwrite the input")
+    if is_live_url(input_url) or is_live_url(str(output)):
+        return _run_live(input_url, str(output), config, overwrite)
     result = run_file(input_url, output, config, overwrite=overwrite)
     log.info("%s", result.stats.summary())
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(result.stats.as_dict(), indent=2))
     print(f"wrote {result.output}")
+    return 0
+
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "srt://", "tcp://")
+
+
+def is_live_url(url: str) -> bool:
+    return url.lower().startswith(LIVE_SCHEMES)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("%s: stopping, finalizing outputs", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _run_live(input_url: str, output: str, config: Config, overwrite: bool) -> int:
+    """A live source or a streaming output: run until the source ends or a signal."""
+    from masquerade.pipeline.live import LiveRunner, LiveStream
+    from masquerade.pipeline.runner import FramePipeline
+    from masquerade.streams.live import PyAVStreamSink, ReconnectingSource
+    from masquerade.streams.pyav import PyAVFileSink, PyAVSource
+
+    stop = _stop_on_signals()
+    pipeline = FramePipeline.from_config(config)
+    sink = (PyAVStreamSink(output, config.encoder) if is_live_url(output)
+            else PyAVFileSink(output, config.encoder, average_rate=None, overwrite=overwrite))
+    if is_live_url(input_url):
+        source = ReconnectingSource(lambda: PyAVSource(input_url, timeout=(10.0, 5.0)),
+                                    input_url, stop=stop)
+        health = source.health
+    else:
+        source, health = _frames_only(PyAVSource(input_url)), None
+    stream = LiveStream(name="stream", source=source, pipeline=pipeline, sinks=[sink])
+    stream.health = health
+    stats = LiveRunner(stream, stop).run()
+    log.info("%s", stats.summary())
+    print(f"wrote {output}")
+    return 0
+
+
+def _frames_only(source):
+    from masquerade.streams.frames import Frame
+
+    with source:
+        yield from (item for item in source if isinstance(item, Frame))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from masquerade.pipeline.serve import Supervisor, load_serve_config
+
+    spec = load_serve_config(args.config)
+    supervisor = Supervisor(spec, _stop_on_signals())
+    supervisor.start()
+    try:
+        supervisor.wait()
+    finally:
+        supervisor.close()
+    for name, stream in supervisor.streams.items():
+        log.info("%s: %s", name, stream.stats.summary())
     return 0
 
 
@@ -151,7 +233,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "probe": _cmd_probe, "bench": _cmd_bench}
+COMMANDS = {"run": _cmd_run, "probe": _cmd_probe, "bench": _cmd_bench, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,10 +138,25 @@ def _check_value(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        if dataclasses.is_dataclass(item):
+            return [_build(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return [_check_value(f"{key}[{i}]", v, item, {}) for i, v in enumerate(value)]
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
-        raise ConfigError(f"config key '{key}': unsupported type")
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return value
+    if isinstance(hint, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(key, value, inner, meta)
     raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
+    """Any config dataclass from a mapping, validated like the run config."""
+    return _build(cls, data, prefix)
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -155,6 +170,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(
                 f"unknown config key '{where}' (known: {', '.join(sorted(fields))})"
             )
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        where = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(f"config key '{where}' is required")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -184,11 +204,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge; `update` wins."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -233,7 +254,12 @@ def load_config(
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         data = loaded
     for text in overrides:
-        data = _merge(data, parse_override(text))
+        data = merge_dicts(data, parse_override(text))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A validated run config from nested sections (missing keys keep their defaults)."""
     return _validate(_build(Config, data, ""))
 
 

@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from masquerade.streams.frames import Frame
@@ -37,8 +38,7 @@ def main() -> None:
     scenario = Scenario(width=args.width, height=args.height, fps=args.fps, audio=False)
     frames = [scenario.render(i) for i in range(scenario.frames)]
     server = RtspServer(args.host, args.port)
-    sink = server.mount(args.path, args.width, args.height, args.fps)
-    print(json.dumps({"url": sink.url}), flush=True)
+    sink = server.sink(args.path, args.fps)
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -52,20 +52,16 @@ def main() -> None:
     index = 0
     while not stop and (not args.seconds or time.monotonic() - start < args.seconds):
         image = stamp_index(frames[index % len(frames)].copy(), index)
-        sink.write(Frame(image=image, pts=None, time_base=scenario_tb(args.fps), index=index))
-        if log_file is not None and sink._mount.appsrc is not None:
+        sink.write(Frame(image=image, pts=None, time_base=Fraction(1, args.fps), index=index))
+        if log_file is not None and sink.watched:
             log_file.write(json.dumps({"index": index, "t": time.time()}) + "\n")
             log_file.flush()
+        if index == 0:  # mounted now: clients can connect
+            print(json.dumps({"url": sink.url}), flush=True)
         index += 1
         time.sleep(max(0.0, start + index / args.fps - time.monotonic()))
     server.close()
     sys.exit(0)
-
-
-def scenario_tb(fps: int):
-    from fractions import Fraction
-
-    return Fraction(1, fps)
 
 
 if __name__ == "__main__":

@@ -51,13 +51,15 @@ class LiveRunner:
         self.stream = stream
         self.stop = stop or threading.Event()
         self.queue: queue.Queue[object] = queue.Queue(maxsize=max(1, stream.queue_size))
+        # Ends this runner's reader without touching `stop`, which streams may share.
+        self._finished = threading.Event()
         self.stream.pipeline.stats = stream.stats
 
     def _read(self) -> None:
         stats = self.stream.stats
         try:
             for frame in self.stream.source:
-                if self.stop.is_set():
+                if self.stop.is_set() or self._finished.is_set():
                     break
                 stats.frames_in += 1
                 while True:
@@ -81,7 +83,7 @@ class LiveRunner:
                 self.queue.put(_END, timeout=0.2)
                 return
             except queue.Full:
-                if self.stop.is_set():
+                if self.stop.is_set() or self._finished.is_set():
                     with contextlib.suppress(queue.Empty):
                         self.queue.get_nowait()
 
@@ -96,7 +98,7 @@ class LiveRunner:
                 try:
                     item = self.queue.get(timeout=0.5)
                 except queue.Empty:
-                    if self.stop.is_set() and not reader.is_alive():
+                    if self.stop.is_set():
                         break
                     continue
                 if item is _END:
@@ -116,7 +118,7 @@ class LiveRunner:
                                           type(sink).__name__, exc)
                 stats.frames_out += 1
         finally:
-            self.stop.set()
+            self._finished.set()
             for sink in stream.sinks:
                 try:
                     sink.close()

@@ -81,8 +81,12 @@ class RtspServer:
         self._thread = threading.Thread(target=self.loop.run, name="rtsp-server", daemon=True)
         self._thread.start()
 
+    def sink(self, path: str, fps: float = 30.0) -> RtspMountSink:
+        """A sink that mounts `path` at its first frame, when the frame size is known."""
+        return RtspMountSink(self, "/" + path.lstrip("/"), fps)
+
     def mount(self, path: str, width: int, height: int, fps: float, bitrate_kbps: int = 2500
-              ) -> RtspMountSink:
+              ) -> _Mount:
         _, GstRtspServer, _ = gstreamer()
         if not path.startswith("/"):
             path = "/" + path
@@ -104,7 +108,7 @@ class RtspServer:
         factory.connect("media-configure", mount.on_configure)
         self.server.get_mount_points().add_factory(path, factory)
         self._mounts[path] = mount
-        return RtspMountSink(self, path, mount)
+        return mount
 
     def url(self, path: str) -> str:
         return f"rtsp://{self.host}:{self.port}/{path.lstrip('/')}"
@@ -142,14 +146,21 @@ class _Mount:
 class RtspMountSink:
     """Sink interface (`write(frame)`, `close()`) over one RTSP server mount."""
 
-    def __init__(self, server: RtspServer, path: str, mount: _Mount):
+    def __init__(self, server: RtspServer, path: str, fps: float):
         self.server = server
         self.path = path
-        self._mount = mount
+        self.fps = fps
+        self._mount: _Mount | None = None
         self.frames_written = 0
         self.url = server.url(path)
 
+    @property
+    def watched(self) -> bool:
+        return self._mount is not None and self._mount.appsrc is not None
+
     def write(self, frame: Frame) -> None:
+        if self._mount is None:
+            self._mount = self.server.mount(self.path, frame.width, frame.height, self.fps)
         appsrc = self._mount.appsrc
         if appsrc is None:
             return
@@ -159,9 +170,8 @@ class RtspMountSink:
         self.frames_written += 1
 
     def close(self) -> None:
-        appsrc = self._mount.appsrc
-        if appsrc is not None:
-            appsrc.emit("end-of-stream")
+        if self.watched:
+            self._mount.appsrc.emit("end-of-stream")
 
 
 class GstSource:

@@ -108,16 +108,18 @@ def test_camera_restart_and_two_rtsp_outputs(tmp_path: Path) -> None:
     try:
         config = load_config(overrides=["anonymizer.mode=solid", "anonymizer.color=[255,0,255]",
                                         "pipeline.progress=false"])
+        stop = threading.Event()
         source = ReconnectingSource(lambda: PyAVSource(info["url"], timeout=(5.0, 2.0)),
-                                    info["url"], backoff=Backoff(initial=0.2, maximum=1.0))
-        served = server.mount("anon", 640, 360, 30)
+                                    info["url"], backoff=Backoff(initial=0.2, maximum=1.0),
+                                    stop=stop)
+        served = server.sink("anon", 30)
         segments = SegmentedFileSink(tmp_path / "rec", "cam", config.encoder, segment_seconds=1.0)
         stream = LiveStream(
             name="cam", source=source, pipeline=FramePipeline.from_config(config),
             sinks=[PyAVStreamSink(receiver_url, config.encoder), segments, served],
         )
         stream.health = source.health
-        runner = LiveRunner(stream)
+        runner = LiveRunner(stream, stop)
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         assert wait_for(lambda: stream.stats.frames_out > 30, 30), "no frames flowed"
@@ -164,3 +166,70 @@ def test_camera_restart_and_two_rtsp_outputs(tmp_path: Path) -> None:
         with av.open(str(segment)) as c:
             recorded += sum(1 for _ in c.decode(video=0))
     assert recorded == stream.stats.frames_out
+
+
+def test_serve_runs_cameras_independently_with_metrics(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    import yaml
+
+    scenario = Scenario(audio=False)
+    cam_port, rtsp_port, metrics_port, dead_port = (free_port() for _ in range(4))
+    camera, info = start_child(["tools/rtsp_camera.py", "--port", str(cam_port)])
+    spec = {
+        "defaults": {"anonymizer": {"mode": "solid", "color": [255, 0, 255]},
+                     "encoder": {"preset": "ultrafast"}},
+        "rtsp_server": {"port": rtsp_port},
+        "metrics": {"port": metrics_port},
+        "streams": [
+            {"name": "good", "source": info["url"], "serve": True,
+             "record_dir": str(tmp_path / "rec"), "segment_seconds": 2},
+            {"name": "gst", "source": info["url"], "backend": "gstreamer"},
+            {"name": "dead", "source": f"rtsp://127.0.0.1:{dead_port}/none",
+             "stall_seconds": 1},
+        ],
+    }
+    (tmp_path / "cameras.yaml").write_text(yaml.safe_dump(spec))
+    serve = subprocess.Popen([sys.executable, "-m", "masquerade", "serve", "--config",
+                              str(tmp_path / "cameras.yaml")], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{metrics_port}"
+
+    def health() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+        except OSError:
+            return 0, {}
+
+    try:
+        assert wait_for(lambda: health()[1].get("good", {}).get("frames_out", 0) > 30, 60)
+        assert wait_for(lambda: health()[1].get("gst", {}).get("frames_out", 0) > 30, 30)
+        status, report = health()
+        assert status == 503 and not report["dead"]["healthy"] and report["good"]["healthy"]
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:
+            metrics = r.read().decode()
+        assert 'masquerade_frames_out_total{stream="good"}' in metrics
+        assert 'masquerade_stage_seconds_bucket{le="0.05",stage="detect",stream="good"}' in metrics
+        frames = []
+        with av.open(f"rtsp://127.0.0.1:{rtsp_port}/good", options={"rtsp_transport": "tcp"},
+                     timeout=(10, 5)) as viewer:
+            for frame in viewer.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == 20:
+                    break
+        assert leaks_in(frames, scenario) == []
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0, serve.stderr.read()
+    finally:
+        stop_child(serve)
+        stop_child(camera)
+    recordings = sorted((tmp_path / "rec").glob("good-*.mp4"))
+    assert recordings, "no finished recording"
+    assert not list((tmp_path / "rec").glob(".*partial*"))
+    for path in recordings:
+        with av.open(str(path)) as c:
+            assert sum(1 for _ in c.decode(video=0)) > 0
