@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 PIP_FLAGS := --quiet --no-cache-dir --disable-pip-version-check
 
 $(BIN)/.installed: pyproject.toml
+	bash tools/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,gstreamer]' || \
+	  $(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@
 
 .PHONY: demo test bench lint

@@ -9,7 +9,9 @@ import pytest
 from masquerade.config import Config, describe_keys, load_config
 from masquerade.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+SERVE_CONFIGS = {"cameras.yaml"}
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name not in SERVE_CONFIGS)
 
 
 def test_defaults_are_valid() -> None:
@@ -52,4 +54,33 @@ def test_overrides_apply_in_order(tmp_path: Path) -> None:
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(overrides=overrides)
+    assert message in str(info.value)
+
+
+def test_cameras_preset_loads_and_merges_stream_overrides() -> None:
+    from masquerade.pipeline.serve import load_serve_config, stream_config
+
+    spec = load_serve_config(CONFIG_DIR / "cameras.yaml")
+    config = stream_config(spec, 0)
+    assert config.anonymizer.mode == "pixelate"  # the stream's own override
+    assert config.detector.min_face_px == 32  # from `defaults`
+    assert config.tracker == Config().tracker  # untouched sections keep built-in defaults
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("streams: []", "'streams' needs at least one stream"),
+    ("streams: [{name: a}]", "config key 'streams[0].source' is required"),
+    ("streams: [{name: a, source: x, backend: vlc}]", "'streams[0].backend'"),
+    ("streams: [{name: a, source: x}, {name: a, source: y}]", "names must be unique"),
+    ("streams: [{name: a, source: x, config: {detector: {min_score: 7}}}]",
+     "streams[0] (a): config key 'detector.min_score'"),
+    ("metrics: {port: http}\nstreams: [{name: a, source: x}]", "'metrics.port'"),
+])
+def test_bad_serve_configs_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    from masquerade.pipeline.serve import load_serve_config
+
+    path = tmp_path / "cameras.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_serve_config(path)
     assert message in str(info.value)

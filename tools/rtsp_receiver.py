@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=30, help="seconds to wait for a sender")
     parser.add_argument("--arrivals", type=Path, help="write frame-index arrival times (JSON)")
     args = parser.parse_args()
-    options = {"rtsp_flags": "listen", "listen_timeout": str(int(args.wait))}
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    options = {"rtsp_flags": "listen", "listen_timeout": str(int(args.wait)),
+               "rtsp_transport": "tcp"}
     print(json.dumps({"listening": args.url}), flush=True)
     packets = 0
     arrivals: list[tuple[int, float]] = []
@@ -45,6 +48,8 @@ def main() -> None:
                 packets += 1
         except av.FFmpegError as exc:  # sender went away: keep what arrived
             print(json.dumps({"ended": str(exc)}), flush=True)
+        except KeyboardInterrupt:  # SIGTERM/SIGINT: finalize the file
+            pass
     if args.arrivals:
         args.arrivals.write_text(json.dumps(arrivals))
     print(json.dumps({"packets": packets}), flush=True)

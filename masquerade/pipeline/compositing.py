@@ -8,6 +8,7 @@ anonymization is what remains on top.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
@@ -78,12 +79,13 @@ class Compositor:
             x1, y1, x2, y2 = crop[i]
             rh, rw = region.pixels.shape[:2]
             off = np.array([x1, y1, x1, y1], np.float32)
-            alpha = region_mask(rh, rw, inner[i] - off, self.config.mask, feather[i])[..., None]
+            alpha = region_mask(rh, rw, inner[i] - off, self.config.mask, feather[i])
             # Blend over the frame as it is now, not the region's copy: the copy predates
             # the faces composited before this one and would paint them back.
             current = image[y1:y2, x1:x2]
-            blended = current * (1.0 - alpha) + patch * alpha
-            image[y1:y2, x1:x2] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            patch = np.ascontiguousarray(patch, dtype=np.uint8)
+            image[y1:y2, x1:x2] = cv2.blendLinear(patch, np.ascontiguousarray(current), alpha,
+                                                  1.0 - alpha)
         return image
 
 

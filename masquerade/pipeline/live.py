@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from masquerade.pipeline.runner import FramePipeline
 from masquerade.pipeline.stats import RunStats
+from masquerade.pipeline.writer import BackgroundWriter
 from masquerade.streams.frames import Frame
 from masquerade.streams.live import Sink, SourceHealth
 
@@ -87,12 +88,27 @@ class LiveRunner:
                     with contextlib.suppress(queue.Empty):
                         self.queue.get_nowait()
 
+    def _write(self, frame: Frame) -> None:
+        stream = self.stream
+        with stream.stats.timed("encode"):
+            for sink in stream.sinks:
+                try:
+                    sink.write(frame)
+                except Exception as exc:  # one sink must not stop the others
+                    stream.sink_errors += 1
+                    if stream.sink_errors == 1:
+                        log.error("%s: sink %s failed: %s", stream.name, type(sink).__name__,
+                                  exc)
+        stream.stats.frames_out += 1
+
     def run(self) -> RunStats:
         stream = self.stream
         stats = stream.stats
         start = time.perf_counter()
         reader = threading.Thread(target=self._read, name=f"{stream.name}-reader", daemon=True)
         reader.start()
+        writer: BackgroundWriter[Frame] = BackgroundWriter(self._write, maxsize=2,
+                                                           name=f"{stream.name}-writer")
         try:
             while True:
                 try:
@@ -105,24 +121,15 @@ class LiveRunner:
                     break
                 assert isinstance(item, Frame)
                 out = stream.pipeline.process(item)
-                if out is None:
-                    continue
-                with stats.timed("encode"):
-                    for sink in stream.sinks:
-                        try:
-                            sink.write(out)
-                        except Exception as exc:
-                            stream.sink_errors += 1
-                            if stream.sink_errors == 1:
-                                log.error("%s: sink %s failed: %s", stream.name,
-                                          type(sink).__name__, exc)
-                stats.frames_out += 1
+                if out is not None:
+                    writer.put(out)
         finally:
             self._finished.set()
+            writer.close()
             for sink in stream.sinks:
                 try:
                     sink.close()
-                except Exception as exc:
+                except Exception as exc:  # finalize the others regardless
                     log.error("%s: closing %s failed: %s", stream.name, type(sink).__name__, exc)
             reader.join(timeout=10)
             stats.wall_seconds = time.perf_counter() - start

@@ -7,6 +7,7 @@ tests, `bench` and the live runner build them however they need.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from masquerade.pipeline.compositing import Compositor, cover_frame
 from masquerade.pipeline.detection import Detector, build_detector, detect_upright
 from masquerade.pipeline.stats import RunStats
 from masquerade.pipeline.tracking import Tracker
+from masquerade.pipeline.writer import BackgroundWriter
 from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
 
 log = logging.getLogger(__name__)
@@ -110,12 +112,26 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
     start = time.perf_counter()
     with PyAVSource(input_url) as source:
         info = source.info
-        pipeline = pipeline or FramePipeline.from_config(config, stats)
-        pipeline.stats = stats
+        # The output is checked before any model loads: a bad path fails in milliseconds.
         sink = PyAVFileSink(output, config.encoder, average_rate=info.average_rate,
                             audio_templates=source.audio_streams, overwrite=overwrite)
+        try:
+            pipeline = pipeline or FramePipeline.from_config(config, stats)
+        except BaseException:
+            sink.abort()
+            raise
+        pipeline.stats = stats
         bar = tqdm(total=info.frames, unit="frame", desc="anonymizing", file=sys.stderr,
                    disable=not config.pipeline.progress, dynamic_ncols=True, leave=False)
+        def write(item: Frame | AudioPacket) -> None:
+            if isinstance(item, AudioPacket):
+                sink.write_audio(item)
+            else:
+                with stats.timed("encode"):
+                    sink.write(item)
+
+        # Audio goes through the writer too, so packets reach the muxer in file order.
+        writer: BackgroundWriter[Frame | AudioPacket] = BackgroundWriter(write, name="encoder")
         try:
             items = iter(source)
             while True:
@@ -124,15 +140,15 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 if item is None:
                     break
                 if isinstance(item, AudioPacket):
-                    sink.write_audio(item)
+                    writer.put(item)
                     continue
                 stats.frames_in += 1
                 out = pipeline.process(item)
                 if out is not None:
-                    with stats.timed("encode"):
-                        sink.write(out)
+                    writer.put(out)
                     stats.frames_out += 1
                 bar.update(1)
+            writer.close()
             stats.corrupt_packets = source.corrupt_packets
             stats.decode_errors = source.decode_errors
             if stats.frames_in == 0:
@@ -144,6 +160,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
             with stats.timed("encode"):
                 path = sink.close()
         except BaseException:
+            with contextlib.suppress(BaseException):
+                writer.close()
             sink.abort()
             raise
         finally:

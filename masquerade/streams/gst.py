@@ -1,13 +1,18 @@
 """GStreamer backend: a built-in RTSP server sink and a uridecodebin source.
 
 Needs Debian's GStreamer 1.22 with gst-rtsp-server and PyGObject (see README); the rest
-of Masquerade works without it, so everything here is imported lazily.
+of Masquerade works without it, so everything here is imported lazily. Known clash: once
+GStreamer is initialised, dlib's HOG face detector aborts in the same process, so the
+`dlib_hog` detector and GStreamer must not share a process (mediapipe and PyAV are fine).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,12 +54,22 @@ def gstreamer() -> tuple[Any, Any, Any]:
         return _GST["Gst"], _GST["GstRtspServer"], _GST["GLib"]
 
 
+@functools.cache
 def gstreamer_available() -> bool:
+    """Whether the backend can start, checked in a child process.
+
+    Initialising GStreamer loads system libraries that clash with some wheels' bundled
+    ones (dlib's face detector aborts afterwards in the same process), so merely asking
+    must not initialise it here.
+    """
+    probe = ("import gi; gi.require_version('Gst', '1.0'); "
+             "gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None)")
     try:
-        gstreamer()
-    except MasqueradeError:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    return True
 
 
 class RtspServer:

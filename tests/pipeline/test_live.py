@@ -1,4 +1,4 @@
-"""Live end to end on 127.0.0.1: RTSP camera -> Masquerade -> RTSP push + built-in server.
+"""Live end to end on 127.0.0.1: RTSP camera -> Masquerade -> RTSP push, built-in server.
 
 Everything is real: a gst-rtsp-server camera in a child process, FFmpeg's RTSP client,
 an RTSP receiver child that accepts our ANNOUNCE/RECORD push, and a second viewer of the
@@ -26,7 +26,7 @@ import pytest
 from masquerade.config import load_config
 from masquerade.pipeline.live import LiveRunner, LiveStream
 from masquerade.pipeline.runner import FramePipeline
-from masquerade.streams.gst import RtspServer, gstreamer_available
+from masquerade.streams.gst import gstreamer_available
 from masquerade.streams.live import (
     Backoff,
     PyAVStreamSink,
@@ -96,14 +96,14 @@ def leaks_in(frames: list[np.ndarray], scenario: Scenario) -> list[tuple[int, in
     return found
 
 
-def test_camera_restart_and_two_rtsp_outputs(tmp_path: Path) -> None:
+def test_camera_restart_with_rtsp_push_and_recording(tmp_path: Path) -> None:
+    """In-process LiveRunner (PyAV only: GStreamer stays out of the test process)."""
     scenario = Scenario(audio=False)
     cam_port, recv_port = free_port(), free_port()
     camera, info = start_child(["tools/rtsp_camera.py", "--port", str(cam_port)])
     receiver_url = f"rtsp://127.0.0.1:{recv_port}/out"
     receiver, _ = start_child(["tools/rtsp_receiver.py", "--url", receiver_url, "--out",
                                str(tmp_path / "received.mkv"), "--wait", "30"])
-    server = RtspServer("127.0.0.1", 0)
     children = [camera, receiver]
     try:
         config = load_config(overrides=["anonymizer.mode=solid", "anonymizer.color=[255,0,255]",
@@ -112,26 +112,16 @@ def test_camera_restart_and_two_rtsp_outputs(tmp_path: Path) -> None:
         source = ReconnectingSource(lambda: PyAVSource(info["url"], timeout=(5.0, 2.0)),
                                     info["url"], backoff=Backoff(initial=0.2, maximum=1.0),
                                     stop=stop)
-        served = server.sink("anon", 30)
         segments = SegmentedFileSink(tmp_path / "rec", "cam", config.encoder, segment_seconds=1.0)
         stream = LiveStream(
             name="cam", source=source, pipeline=FramePipeline.from_config(config),
-            sinks=[PyAVStreamSink(receiver_url, config.encoder), segments, served],
+            sinks=[PyAVStreamSink(receiver_url, config.encoder), segments],
         )
         stream.health = source.health
         runner = LiveRunner(stream, stop)
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         assert wait_for(lambda: stream.stats.frames_out > 30, 30), "no frames flowed"
-
-        # A second viewer on the built-in server sees anonymized frames too.
-        viewer_frames = []
-        with av.open(served.url, options={"rtsp_transport": "tcp"}, timeout=(10, 5)) as viewer:
-            for frame in viewer.decode(video=0):
-                viewer_frames.append(frame.to_ndarray(format="rgb24"))
-                if len(viewer_frames) == 30:
-                    break
-        assert leaks_in(viewer_frames, scenario) == []
 
         # Kill the camera hard, bring it back on the same port: Masquerade reconnects.
         stop_child(camera, signal.SIGKILL)
@@ -144,16 +134,23 @@ def test_camera_restart_and_two_rtsp_outputs(tmp_path: Path) -> None:
         runner.stop.set()
         thread.join(timeout=20)
         assert not thread.is_alive()
+        receiver.wait(timeout=15)  # our TEARDOWN ends its stream; it finalizes the file
     finally:
         for child in children:
             stop_child(child)
-        server.close()
 
+    with av.open(str(tmp_path / "received.mkv")) as c:
+        packets = sum(1 for p in c.demux(video=0) if p.dts is not None)
     received = []
     with av.open(str(tmp_path / "received.mkv")) as c:
         for f in c.decode(video=0):
             received.append((f.pts, f.to_ndarray(format="rgb24")))
-    assert len(received) >= 60
+    pushed = stream.sinks[0].frames_written
+    # RTSP over TCP loses nothing in transit (a few frames in flight at TEARDOWN aside);
+    # under heavy load FFmpeg's listening receiver can miss the first keyframe while it
+    # probes, so the frames before the next keyframe (1 s) may not decode.
+    assert pushed >= 75 and packets >= pushed - 5
+    assert len(received) >= packets - 35
     pts = [p for p, _ in received]
     assert all(b > a for a, b in itertools.pairwise(pts)), "timestamps not monotonic"
     assert leaks_in([img for _, img in received], scenario) == []
