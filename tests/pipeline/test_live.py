@@ -8,6 +8,7 @@ its PID and every wait is bounded.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import os
@@ -50,9 +51,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Children get SIGKILL if the test process dies (even by a crash): no orphans."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def start_child(args: list[str], first_line_timeout: float = 20.0) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True,
+                            stderr=subprocess.DEVNULL, text=True, preexec_fn=_die_with_parent,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     box: dict = {}
     reader = threading.Thread(target=lambda: box.setdefault("line", proc.stdout.readline()))
@@ -190,6 +196,7 @@ def test_serve_runs_cameras_independently_with_metrics(tmp_path: Path) -> None:
     (tmp_path / "cameras.yaml").write_text(yaml.safe_dump(spec))
     serve = subprocess.Popen([sys.executable, "-m", "masquerade", "serve", "--config",
                               str(tmp_path / "cameras.yaml")], cwd=ROOT,
+                             preexec_fn=_die_with_parent,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{metrics_port}"
 
