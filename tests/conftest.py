@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import av
@@ -13,6 +20,7 @@ from masquerade.synthetic import Scenario, write_clip
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("MASQUERADE_DATA", Path(__file__).parents[1] / ".." / "shared" /
                                "data"))
 
@@ -55,3 +63,38 @@ def ellipse_mask(height: int, width: int, box: tuple[float, float, float, float]
     x1, y1, x2, y2 = box
     cx, cy, a, b = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
     return ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """Children get SIGKILL if the test process dies (even by a crash): no orphans."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_child(args: list[str], first_line_timeout: float = 20.0) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    box: dict = {}
+    reader = threading.Thread(target=lambda: box.setdefault("line", proc.stdout.readline()))
+    reader.start()
+    reader.join(first_line_timeout)
+    if not box.get("line"):
+        stop_child(proc)
+        raise RuntimeError(f"{args[0]} did not start")
+    return proc, json.loads(box["line"])
+
+
+def stop_child(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

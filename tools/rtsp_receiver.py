@@ -1,5 +1,6 @@
-"""A real RTSP receiver on loopback: accepts one pushed stream (ANNOUNCE/RECORD) and
-records it, packets copied, to a file; optionally logs each frame's arrival time.
+"""A real RTSP (or RTMP) receiver on loopback: accepts one pushed stream (RTSP
+ANNOUNCE/RECORD, or an RTMP publish) and records it, packets copied, to a file;
+optionally logs each frame's arrival time.
 
     python tools/rtsp_receiver.py --url rtsp://127.0.0.1:8556/out --out received.mkv
 """
@@ -23,8 +24,11 @@ def main() -> None:
     parser.add_argument("--arrivals", type=Path, help="write frame-index arrival times (JSON)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    options = {"rtsp_flags": "listen", "listen_timeout": str(int(args.wait)),
-               "rtsp_transport": "tcp"}
+    if args.url.startswith("rtmp"):
+        options = {"listen": "1"}
+    else:
+        options = {"rtsp_flags": "listen", "listen_timeout": str(int(args.wait)),
+                   "rtsp_transport": "tcp"}
     print(json.dumps({"listening": args.url}), flush=True)
     packets = 0
     arrivals: list[tuple[int, float]] = []

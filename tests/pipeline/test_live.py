@@ -8,12 +8,9 @@ its PID and every wait is bounded.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +33,7 @@ from masquerade.streams.live import (
 )
 from masquerade.streams.pyav import PyAVSource
 from masquerade.synthetic import Scenario, read_index
+from tests.conftest import die_with_parent, free_port, start_child, stop_child
 from tests.pipeline.test_runner import MIN_INSIDE, covered_fraction
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,41 +41,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not gstreamer_available(), reason="GStreamer/PyGObject not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """Children get SIGKILL if the test process dies (even by a crash): no orphans."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def start_child(args: list[str], first_line_timeout: float = 20.0) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, preexec_fn=_die_with_parent,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    box: dict = {}
-    reader = threading.Thread(target=lambda: box.setdefault("line", proc.stdout.readline()))
-    reader.start()
-    reader.join(first_line_timeout)
-    if not box.get("line"):
-        stop_child(proc)
-        raise RuntimeError(f"{args[0]} did not start")
-    return proc, json.loads(box["line"])
-
-
-def stop_child(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def wait_for(condition, timeout: float) -> bool:
@@ -196,7 +159,7 @@ def test_serve_runs_cameras_independently_with_metrics(tmp_path: Path) -> None:
     (tmp_path / "cameras.yaml").write_text(yaml.safe_dump(spec))
     serve = subprocess.Popen([sys.executable, "-m", "masquerade", "serve", "--config",
                               str(tmp_path / "cameras.yaml")], cwd=ROOT,
-                             preexec_fn=_die_with_parent,
+                             preexec_fn=die_with_parent,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{metrics_port}"
 
