@@ -203,3 +203,44 @@ class FaceEncoder:
         x = chips_to_tensor(chips)
         out = [self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+
+ONNX_OPSET = 17
+
+
+def export_onnx(out_path: str | Path, model_path: str | Path | None = None,
+                opset: int = ONNX_OPSET) -> Path:
+    """Write the encoder as ONNX: input "chips" (batch, 3, 150, 150) float RGB in [0, 255],
+    output "embeddings" (batch, 128); batch is dynamic, the opset is recorded in metadata.
+
+    Uses the TorchScript exporter: the graph is static apart from the batch axis, so the
+    shape checks in `add_prev` are safely frozen at trace time.
+    """
+    import warnings
+
+    import onnx
+
+    model = DlibFaceResNet.from_dlib(model_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.full((2, 3, CHIP_SIZE, CHIP_SIZE), 128.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
+        torch.onnx.export(
+            model, (example,), str(out_path), input_names=["chips"],
+            output_names=["embeddings"], opset_version=opset, dynamo=False,
+            dynamic_axes={"chips": {0: "batch"}, "embeddings": {0: "batch"}},
+        )
+    proto = onnx.load(str(out_path))
+    for key, value in {
+        "source": "dlib_face_recognition_resnet_model_v1.dat",
+        "opset": str(opset),
+        "input": "chips: (batch, 3, 150, 150) float32 RGB 0..255, dlib face chip framing",
+        "output": "embeddings: (batch, 128) float32 dlib face descriptors",
+    }.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out_path))
+    log.info("exported ONNX (opset %d) to %s", opset, out_path)
+    return out_path
