@@ -7,6 +7,7 @@ to the repository root too, so tools and tests find it from any working director
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,11 @@ def read_lfw_pairs(path: Path | None = None) -> list[LfwPair]:
         else:
             pairs.append(LfwPair(fold, (row[0], int(row[1])), (row[2], int(row[3])), False))
     return pairs
+
+
+def is_train_person(name: str) -> bool:
+    """The identity split by person: TRAIN when SHA-256(name)'s first byte is below 128.
+
+    TRAIN people may feed the reference identity library; evaluations use TEST people.
+    """
+    return hashlib.sha256(name.encode("utf-8")).digest()[0] < 128

@@ -3,7 +3,7 @@
     python tools/build_reference_library.py [--cache out/identity/cache/lfw_arcface.npz]
 
 Split by person, never by image: a person is in TRAIN when the first byte of
-SHA-256(name) is below 128 (`is_train`), so evaluation faces (TEST people) never
+SHA-256(name) is below 128 (`datasets.is_train_person`), so evaluation faces (TEST people) never
 contribute to any password's synthetic identity. Of the TRAIN people with at least
 MIN_IMAGES images, the first MAX_PEOPLE by sorted name are kept; each row is the mean of
 that person's descriptors (port of dlib's encoder on 150x150 chips made with the fixed
@@ -14,7 +14,6 @@ tools/eval/lfw_identity.py when present, else embeds the train images itself.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,16 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from masquerade.alignment import ARCFACE_112, estimate_transforms, warp_faces
-from masquerade.datasets import REPO_ROOT, lfw_root, load_rgb
+from masquerade.datasets import REPO_ROOT, is_train_person, lfw_root, load_rgb
 
 log = logging.getLogger("build_reference_library")
 MIN_IMAGES = 2
 MAX_PEOPLE = 512
 OUT = REPO_ROOT / "masquerade" / "keys" / "reference_identities.npy"
-
-
-def is_train(name: str) -> bool:
-    return hashlib.sha256(name.encode("utf-8")).digest()[0] < 128
 
 
 def embed(paths: list[Path]) -> np.ndarray:
@@ -55,7 +50,7 @@ def main() -> None:
     root = lfw_root()
     people = sorted(p.name for p in root.iterdir() if p.is_dir())
     counts = {n: len(list((root / n).glob("*.jpg"))) for n in people}
-    chosen = [n for n in people if is_train(n) and counts[n] >= MIN_IMAGES][:MAX_PEOPLE]
+    chosen = [n for n in people if is_train_person(n) and counts[n] >= MIN_IMAGES][:MAX_PEOPLE]
     paths = [p for n in chosen for p in sorted((root / n).glob("*.jpg"))]
     if args.cache.is_file():
         data = np.load(args.cache)
@@ -69,7 +64,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, library)
     stats = {
-        "people_total": len(people), "train_people": sum(map(is_train, people)),
+        "people_total": len(people), "train_people": sum(map(is_train_person, people)),
         "library_people": len(chosen), "images": len(paths), "shape": list(library.shape),
         "dtype": str(library.dtype), "bytes": args.out.stat().st_size,
     }

@@ -21,11 +21,12 @@ another f(p) and another plane) inverts to a different z.
 Inverse: z lies in the plane of z_new and f(p), on the far side of z_new from f(p), at
 angle a from f(p) where a solves b = a - g (1 - exp(-k a / g)). With x = k a / g and
 y = b / g: x = k (y + 1) + W0(-k exp(-k (y + 1))) (Lambert W, principal branch; k < 1 keeps
-its argument away from the branch point at -1/e), polished by two Newton steps. Angles come from atan2 of the
-parallel and orthogonal parts, never arccos, so they stay accurate near 0 and pi.
-Degenerate cases: z parallel to f(p) (a = 0) is a fixed point; z antiparallel (a = pi) has
-no unique plane, so u is taken along a fixed axis orthogonal to f(p); the inverse still
-maps back to -f(p) direction, which is z.
+its argument away from the branch point at -1/e), polished by two Newton steps. Angles
+come from atan2 of the parallel and orthogonal parts, never arccos, so they stay accurate
+near 0 and pi. Degenerate cases: z parallel to f(p) (a = 0) is a fixed point; z
+antiparallel (a = pi) has no unique plane, so u is taken along a fixed axis orthogonal to
+f(p), and the inverse, which rotates away from f(p) in whatever plane z_new gives, lands
+back on -f(p), which is z.
 """
 
 from __future__ import annotations

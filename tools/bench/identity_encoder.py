@@ -40,7 +40,8 @@ def ms_per_face(fn: Callable[[np.ndarray], object], chips: np.ndarray, repeats: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("out/identity/bench_identity_encoder.json"))
+    parser.add_argument("--out", type=Path,
+                        default=Path("out/identity/bench_identity_encoder.json"))
     parser.add_argument("--onnx", type=Path, default=Path("out/identity/dlib_resnet.onnx"))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
