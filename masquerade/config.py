@@ -74,7 +74,7 @@ class AnonymizerConfig:
         0.05, 2.0,
     )
     pixel_blocks: int = _f(6, "pixelate: blocks across the face's shorter side", 2, 64)
-    color: list[int] = _f([0, 0, 0], "solid: fill colour as [R, G, B]")
+    color: list[int] = _f([0, 0, 0], "solid: fill colour as [R, G, B]")  # noqa: RUF009
 
 
 @dataclass
@@ -168,10 +168,13 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _validate(config: Config) -> Config:
     color = config.anonymizer.color
     if len(color) != 3 or any(not 0 <= c <= 255 for c in color):
-        raise ConfigError(f"config key 'anonymizer.color': expected [R, G, B] in 0..255, got {color}")
+        raise ConfigError(
+            f"config key 'anonymizer.color': expected [R, G, B] in 0..255, got {color}"
+        )
     if config.encoder.preset not in X264_PRESETS:
         raise ConfigError(
-            f"config key 'encoder.preset': {config.encoder.preset!r} is not one of {list(X264_PRESETS)}"
+            f"config key 'encoder.preset': {config.encoder.preset!r} is not one of "
+            f"{list(X264_PRESETS)}"
         )
     return config
 
@@ -208,7 +211,9 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Defaults, then the YAML file, then each `key=value` override, all validated."""
     data: dict[str, Any] = {}
     if path is not None:
