@@ -3,9 +3,10 @@
 As in Cao et al. (ICCV 2021), a password picks k >= 10 distinct identities from a library
 of training identities and combines them. The library (reference_identities.npy) holds
 mean dlib descriptors of LFW people from the train split (see reference_identities.md).
-The combination keeps f(p) a plausible face descriptor: the library mean plus a positive
-mix of the chosen identities' offsets from that mean, rescaled to the library's median
-offset length, then normalised to unit length.
+f(p) is the unit direction of a positive mix of the chosen identities' offsets from the
+library mean c (the centre of face space, about which `rotation.IdentityKey` turns faces);
+`descriptor(p)` = c + (median offset length) f(p) is the matching plausible dlib descriptor
+of this no-one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ class ReferenceLibrary:
         return np.array(picks), weights
 
     def target(self, password: bytes) -> np.ndarray:
-        """f(p): the unit 128-d reference identity for a password."""
+        """f(p): the unit 128-d reference identity for a password, as seen from the mean."""
         idx, w = self.choose(password)
         mix = (w[:, None] * (self.embeddings[idx] - self.mean)).sum(0)
-        point = self.mean + self.radius * mix / np.linalg.norm(mix)
-        return point / np.linalg.norm(point)
+        return mix / np.linalg.norm(mix)
+
+    def descriptor(self, password: bytes) -> np.ndarray:
+        """The synthetic identity as a dlib descriptor: mean + typical offset along f(p)."""
+        return self.mean + self.radius * self.target(password)

@@ -1,32 +1,40 @@
 """The keyed identity transform M(z, p, d) and its inverse.
 
-M rotates a face descriptor z towards the password's reference identity f(p) inside the
-plane they span, keeping |z|:
+M rotates a face descriptor towards the password's reference identity f(p), inside the
+plane they span, keeping its length:
 
     M(z, p, d) = |z| (cos(t) z_hat + sin(t) u),   u = unit part of f(p) orthogonal to z_hat
 
-The team measured that rotating by the nominal angle g(d) is 2-to-1 once g(d) exceeds
-a = angle(z, f(p)): z overshoots f(p), and from the result one cannot tell which side
-it came from. So the angle actually applied is softly clamped below a:
+Frame. dlib descriptors are not centred: on LFW they have length ~1.43 and lie within
+~37 degrees of each other, so about dlib's origin f(p) is only ~31 degrees from every face,
+every g(d) above ~30 degrees is clamped (below) and d stops meaning anything. `IdentityKey`
+therefore rotates z - c, the offset from the reference library's mean c (the centre of
+face space), where a face and f(p) are ~90 degrees apart (5-95%: 72-107) and a rotation by
+t moves a face by |z - c| 2 sin(t / 2), |z - c| ~ 0.57. `rotate` / `unrotate` work in
+whatever frame they are given.
 
-    t = g (1 - exp(-k a / g))        (t = 0 when g = 0; k = NEAR_FRACTION = 0.9)
+Invertibility. Rotating by the nominal angle g(d) is 2-to-1 once g(d) exceeds
+a = angle(z, f(p)) (the team measured about half of faces at 90 degrees): z overshoots
+f(p) and one cannot tell from which side it came. The applied angle is a soft minimum of
+g and k a (k = NEAR_FRACTION = 0.9, n = SOFTNESS = 4):
 
-t < min(g, k a) for every a > 0, and the new angle to f(p), b = a - t, has db/da =
-1 - k exp(-k a / g) >= 1 - k > 0: strictly increasing, a bijection of [0, pi] onto its image
-for each (p, d), with the inverse at most 1/(1 - k) = 10 times as sensitive as the forward
-map. Far from f(p) (a >> g) the rotation is the nominal g(d); near f(p) it is k a at most,
-so no face reaches or passes f(p). d always matters: a wrong d (or a wrong password, i.e.
-another f(p) and another plane) inverts to a different z.
+    t = (g^-n + (k a)^-n)^(-1/n)           (t = 0 when g = 0 or a = 0)
 
-Inverse: z lies in the plane of z_new and f(p), on the far side of z_new from f(p), at
-angle a from f(p) where a solves b = a - g (1 - exp(-k a / g)). With x = k a / g and
-y = b / g: x = k (y + 1) + W0(-k exp(-k (y + 1))) (Lambert W, principal branch; k < 1 keeps
-its argument away from the branch point at -1/e), polished by two Newton steps. Angles
-come from atan2 of the parallel and orthogonal parts, never arccos, so they stay accurate
-near 0 and pi. Degenerate cases: z parallel to f(p) (a = 0) is a fixed point; z
-antiparallel (a = pi) has no unique plane, so u is taken along a fixed axis orthogonal to
-f(p), and the inverse, which rotates away from f(p) in whatever plane z_new gives, lands
-back on -f(p), which is z.
+dt/da = k (t / (k a))^(n+1) <= k < 1, so b = a - t (the new angle to f(p)) is strictly
+increasing with slope in [1 - k, 1]: a bijection of [0, pi] for each (p, d), never reaching
+f(p), with the inverse at most 1 / (1 - k) = 10 times as sensitive as M. Far from f(p)
+(a >> g) the applied angle is the nominal g(d); it never exceeds 0.9 a. d always matters:
+a wrong d, or a wrong password (another f(p), another plane), inverts to a different z.
+
+Inverse. z lies in the plane of z_new and f(p), on the far side of z_new from f(p), at the
+angle a solving a - t(a) = b. h(a) = a - t(a) - b is increasing and convex (t is a power
+mean with negative exponent, hence concave), so Newton's method started at the upper
+bound min(b / (1 - k), b + g) >= a descends monotonically onto the root without
+overshooting. Angles come from atan2 of the parallel and orthogonal parts, never arccos,
+so they stay accurate near 0 and pi. Degenerate cases: z parallel to f(p) (a = 0) is a
+fixed point; z antiparallel (a = pi) has no unique plane, so u is a fixed axis orthogonal
+to f(p), and the inverse, rotating away from f(p) in whatever plane z_new gives, lands back
+on -f(p), which is z.
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import lambertw
 
 from masquerade.keys.reference import ReferenceLibrary
 
 _TINY = 1e-12
 NEAR_FRACTION = 0.9  # k: the most of angle(z, f(p)) a rotation may cover
+SOFTNESS = 4.0  # n: higher follows min(g, k a) more closely, lower is smoother
+_NEWTON_STEPS = 40
 
 
 @dataclass(frozen=True)
@@ -67,36 +76,46 @@ def _split(v: np.ndarray, axis_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _fallback_axis(f_hat: np.ndarray) -> np.ndarray:
     """A fixed unit vector orthogonal to f (used only when z is antiparallel to f)."""
     e = np.zeros_like(f_hat)
-    e[..., np.argmin(np.abs(f_hat), axis=-1)] = 1.0
+    np.put_along_axis(e, np.argmin(np.abs(f_hat), axis=-1)[..., None], 1.0, axis=-1)
     _, u, _ = _split(e, f_hat)
     return u
 
 
-def applied_angle(a: np.ndarray, g: np.ndarray, k: float = NEAR_FRACTION) -> np.ndarray:
-    """t = g (1 - exp(-k a / g)): the rotation applied at angle a from f(p), nominal g."""
+def _soft_min(a: np.ndarray, g: np.ndarray, k: float, n: float) -> tuple[np.ndarray, np.ndarray]:
+    """t = (g^-n + (k a)^-n)^(-1/n) and dt/da, evaluated without overflow."""
     a, g = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(g, np.float64))
-    safe = np.where(g > 0, g, 1.0)
-    with np.errstate(over="ignore"):  # subnormal g: a / g -> inf, t -> g, as it should
-        return np.where(g > 0, -safe * np.expm1(-k * a / safe), 0.0)
+    ka = k * a
+    lo, hi = np.minimum(ka, g), np.maximum(ka, g)
+    shrink = (1.0 + (lo / np.maximum(hi, _TINY)) ** n) ** (-1.0 / n)
+    t = np.where(lo > 0, lo * shrink, 0.0)
+    ratio = np.where(ka > 0, t / np.maximum(ka, _TINY), 1.0)  # t / (k a), in [0, 1]
+    return t, np.where(g > 0, k * ratio ** (n + 1), 0.0)
 
 
-def _solve_a(b: np.ndarray, g: np.ndarray, k: float = NEAR_FRACTION) -> np.ndarray:
+def applied_angle(
+    a: np.ndarray, g: np.ndarray, k: float = NEAR_FRACTION, n: float = SOFTNESS
+) -> np.ndarray:
+    """The rotation actually applied to a face at angle a from f(p), for nominal angle g."""
+    return _soft_min(a, g, k, n)[0]
+
+
+def _solve_a(
+    b: np.ndarray, g: np.ndarray, k: float = NEAR_FRACTION, n: float = SOFTNESS
+) -> np.ndarray:
     """Invert b = a - applied_angle(a, g) for a >= 0 (b, g broadcast together)."""
     b, g = np.broadcast_arrays(np.asarray(b, np.float64), np.asarray(g, np.float64))
-    a = b + g  # far from f exp(-k a / g) underflows against 1, so t = g exactly
-    near = (g > 0) & (b < (40.0 / k) * g)
-    if np.any(near):
-        gn, y = g[near], b[near] / g[near]
-        x = k * (y + 1.0) + lambertw(-k * np.exp(-k * (y + 1.0)), 0).real
-        for _ in range(2):  # Newton on h(x) = x / k + expm1(-x) - y, h' = 1/k - exp(-x) > 0
-            x = np.maximum(x - (x / k + np.expm1(-x) - y) / (1.0 / k - np.exp(-x)), 0.0)
-        a = a.copy()
-        a[near] = x * gn / k
+    a = np.minimum(b / (1.0 - k), b + g)  # upper bound of the root: Newton descends from here
+    for _ in range(_NEWTON_STEPS):
+        t, slope = _soft_min(a, g, k, n)
+        step = (a - t - b) / (1.0 - slope)
+        a = np.maximum(a - step, b)
+        if np.all(np.abs(step) <= 1e-15 * np.maximum(a, 1.0)):
+            break
     return a
 
 
 def rotate(z: np.ndarray, target: np.ndarray, g: float | np.ndarray) -> np.ndarray:
-    """M: rotate descriptors z (..., D) towards unit targets (..., D) by nominal angle g."""
+    """M: rotate vectors z (..., D) towards targets (..., D) by nominal angle g."""
     z = np.asarray(z, dtype=np.float64)
     f_hat = np.asarray(target, dtype=np.float64)
     f_hat = f_hat / np.linalg.norm(f_hat, axis=-1, keepdims=True)
@@ -106,18 +125,18 @@ def rotate(z: np.ndarray, target: np.ndarray, g: float | np.ndarray) -> np.ndarr
     cos_a, u, sin_a = _split(f_hat, z_hat)
     a = np.arctan2(sin_a, cos_a)
     antipodal = (sin_a < 1e-9) & (cos_a < 0)
-    u = np.where(antipodal, _fallback_axis(f_hat), u)
+    u = np.where(antipodal, _fallback_axis(np.broadcast_to(f_hat, z.shape)), u)
     t = applied_angle(a, np.asarray(g, dtype=np.float64)[..., None])
     return r * (np.cos(t) * z_hat + np.sin(t) * u)
 
 
 def unrotate(z_new: np.ndarray, target: np.ndarray, g: float | np.ndarray) -> np.ndarray:
-    """M^-1: recover z from M(z) given the same target and nominal angle."""
+    """M^-1: recover z from rotate(z, target, g) given the same target and nominal angle."""
     z_new = np.asarray(z_new, dtype=np.float64)
     f_hat = np.asarray(target, dtype=np.float64)
     f_hat = f_hat / np.linalg.norm(f_hat, axis=-1, keepdims=True)
     r = np.linalg.norm(z_new, axis=-1, keepdims=True)
-    # z_new_hat = cos(b) f + sin(b) v; z = cos(a) f + sin(a) v with a = solve(b)
+    # z_new_hat = cos(b) f + sin(b) v; z = cos(a) f + sin(a) v with a - t(a) = b
     cos_b, v, sin_b = _split(z_new / np.maximum(r, _TINY), f_hat)
     b = np.arctan2(sin_b, cos_b)
     a = _solve_a(b, np.asarray(g, dtype=np.float64)[..., None])
@@ -125,7 +144,11 @@ def unrotate(z_new: np.ndarray, target: np.ndarray, g: float | np.ndarray) -> np
 
 
 class IdentityKey:
-    """M(z, p, d) and M^-1 for passwords p, with f(p) from a reference library."""
+    """M(z, p, d) and M^-1 on dlib descriptors, about the centre of face space.
+
+    f(p) comes from a reference library; the rotation acts on z - c with c the library
+    mean, so |z - c| (how typical a face is) is kept and only who it is changes.
+    """
 
     def __init__(
         self, library: ReferenceLibrary | None = None, curve: PrivacyCurve | None = None
@@ -133,11 +156,20 @@ class IdentityKey:
         self.library = library or ReferenceLibrary.load()
         self.curve = curve or PrivacyCurve()
 
+    @property
+    def centre(self) -> np.ndarray:
+        return self.library.mean
+
     def target(self, password: bytes) -> np.ndarray:
+        """f(p): the unit direction, from the centre, of the password's reference identity."""
         return self.library.target(password)
 
     def apply(self, z: np.ndarray, password: bytes, d: float) -> np.ndarray:
-        return rotate(z, self.target(password), self.curve.angle(d))
+        c = self.centre
+        return c + rotate(np.asarray(z, np.float64) - c, self.target(password), self.curve.angle(d))
 
     def invert(self, z_new: np.ndarray, password: bytes, d: float) -> np.ndarray:
-        return unrotate(z_new, self.target(password), self.curve.angle(d))
+        c = self.centre
+        return c + unrotate(
+            np.asarray(z_new, np.float64) - c, self.target(password), self.curve.angle(d)
+        )

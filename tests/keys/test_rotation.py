@@ -34,7 +34,8 @@ levels = st.floats(0.0, 1.0)
 @given(descriptors, passwords, levels)
 def test_inverse_recovers_z(key, z, p, d):
     z_new = key.apply(z, p, d)
-    np.testing.assert_allclose(np.linalg.norm(z_new), np.linalg.norm(z), rtol=1e-12)
+    c = key.centre
+    np.testing.assert_allclose(np.linalg.norm(z_new - c), np.linalg.norm(z - c), rtol=1e-12)
     np.testing.assert_allclose(key.invert(z_new, p, d), z, atol=1e-9 * np.linalg.norm(z))
 
 
@@ -68,10 +69,13 @@ def test_rotation_moves_towards_the_target_by_at_most_the_nominal_angle():
     assert np.all(after > 0)  # never reaches or passes f: one-to-one
 
 
-def test_far_from_target_the_rotation_is_nominal():
-    a = np.array([np.pi])
-    np.testing.assert_allclose(applied_angle(a, np.array([0.2])), 0.2, rtol=1e-6)
-    assert applied_angle(np.array([0.5]), np.array([0.0]))[0] == 0
+def test_applied_angle_is_nominal_far_away_and_a_fraction_near():
+    assert applied_angle(np.pi, 0.2) == pytest.approx(0.2, rel=1e-4)
+    assert applied_angle(1e-6, 1.0) == pytest.approx(0.9e-6, rel=1e-6)
+    assert applied_angle(0.5, 0.0) == 0 and applied_angle(0.0, 1.0) == 0
+    a = np.linspace(0, np.pi, 10001)
+    b = a - applied_angle(a, 1.5)
+    assert np.all(np.diff(b) > 0)  # the new angle to f(p) is strictly increasing: one-to-one
 
 
 def test_degenerate_directions():

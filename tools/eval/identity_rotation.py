@@ -8,8 +8,10 @@ the fixed ArcFace-to-dlib similarity (cached by tools/eval/lfw_identity.py). Eac
 its own password, derived like a track's (master -> stream "lfw-eval" -> track i). For each
 d in 0.1..1.0 the table gives the Euclidean (dlib) distance between z and M(z): what a
 generator must reach for the face to carry the new identity. dlib's same-person threshold
-is 0.6. Also reported: the distance left to the target |z| f(p), the distance between two
-passwords' outputs for the same face, the angle actually applied, and the round-trip error.
+is 0.6. The rotation is about the library mean c, as IdentityKey does (the same transform
+about dlib's origin is reported for comparison). Also reported: the distance left to the
+target c + |z - c| f(p), the distance between two passwords' outputs for the same face,
+the angle actually applied, and the round-trip error.
 """
 
 from __future__ import annotations
@@ -60,30 +62,45 @@ def main() -> None:
     key = IdentityKey()
     targets = np.stack([key.target(track_password(stream, i)) for i in range(len(z))])
     others = np.stack([key.target(track_password(stream, i, epoch=1)) for i in range(len(z))])
-    alpha = angle(z, targets)
-    norms = np.linalg.norm(z, axis=1)
+    centre = key.centre
+    zc = z - centre  # IdentityKey rotates about the centre of face space
+    alpha = angle(zc, targets)
+    norms = np.linalg.norm(zc, axis=1)
     table = []
     for d in np.round(np.arange(0.1, 1.01, 0.1), 2):
         g = float(key.curve.angle(d))
-        z_new = rotate(z, targets, g)
-        z_other = rotate(z, others, g)
+        z_new = centre + rotate(zc, targets, g)
+        z_other = centre + rotate(zc, others, g)
         dist = np.linalg.norm(z_new - z, axis=1)
         row = {
             "d": float(d), "nominal_angle_deg": float(np.degrees(g)),
             "applied_angle_deg": stats(np.degrees(applied_angle(alpha, g))),
             "dist_z_to_Mz": stats(dist),
             "frac_dist_above_0.6": float((dist > 0.6).mean()),
-            "dist_Mz_to_target": stats(np.linalg.norm(z_new - norms[:, None] * targets, axis=1)),
+            "dist_Mz_to_target": stats(
+                np.linalg.norm(z_new - centre - norms[:, None] * targets, axis=1)),
             "dist_between_two_passwords": stats(np.linalg.norm(z_new - z_other, axis=1)),
-            "round_trip_max_abs_err": float(np.abs(unrotate(z_new, targets, g) - z).max()),
+            "round_trip_max_abs_err": float(
+                np.abs(centre + unrotate(z_new - centre, targets, g) - z).max()),
         }
         table.append(row)
         log.info("d=%.1f g=%5.1f deg  dist(z, M z) median %.3f  >0.6: %.1f%%", d,
                  np.degrees(g), row["dist_z_to_Mz"]["median"], 100 * row["frac_dist_above_0.6"])
+    # the same transform about dlib's origin instead of the centre, for the record
+    raw_targets = centre + key.library.radius * targets
+    raw_alpha = angle(z, raw_targets)
+    raw_dist = np.linalg.norm(rotate(z, raw_targets, float(key.curve.angle(1.0))) - z, axis=1)
     report = {
         "faces": len(z), "people_split": "test (sha256(name)[0] >= 128)",
-        "descriptor_norm": stats(norms),
+        "frame": "rotation of z - c, c = reference library mean (IdentityKey)",
+        "offset_from_centre_norm": stats(norms),
+        "descriptor_norm": stats(np.linalg.norm(z, axis=1)),
         "angle_z_to_target_deg": stats(np.degrees(alpha)),
+        "about_dlib_origin_instead": {
+            "angle_z_to_target_deg": stats(np.degrees(raw_alpha)),
+            "d1_dist_z_to_Mz": stats(raw_dist),
+            "d1_frac_dist_above_0.6": float((raw_dist > 0.6).mean()),
+        },
         "curve": {"max_angle_deg": key.curve.max_angle_deg, "gamma": key.curve.gamma},
         "table": table,
     }
