@@ -152,3 +152,26 @@ def test_chips_match_dlib_get_face_chip(lfw):
         theirs = dlib.get_face_chip(image, shape, 150, 0.25).astype(float)
         errors.append(np.abs(ours - theirs)[5:-5, 5:-5].mean())
     assert np.mean(errors) < 1.5  # uint8 rounding vs dlib's truncation accounts for ~0.5
+
+
+@pytest.mark.data
+def test_mediapipe_keypoints_align_like_the_arcface_template(lfw):
+    """Chips from BlazeFace's keypoints frame LFW faces as the known ArcFace alignment does."""
+    mp = pytest.importorskip("mediapipe")
+    paths = sorted(lfw.glob("*/*.jpg"))[::500][:10]
+    reference = estimate_transforms(ARCFACE_112[None], "arcface5")[0]
+    probe = DLIB_CHIP.to_crop(LAYOUTS["arcface5"].unit)  # eyes, nose, mouth corners
+    errors = []
+    with mp.solutions.face_detection.FaceDetection(model_selection=0) as detector:
+        for path in paths:
+            image = cv2.copyMakeBorder(cv2.resize(load_rgb(path), None, fx=2, fy=2),
+                                       100, 100, 100, 100, cv2.BORDER_CONSTANT)
+            found = detector.process(np.ascontiguousarray(image)).detections
+            h, w = image.shape[:2]
+            kps = np.array([[k.x * w, k.y * h] for k in found[0].location_data.relative_keypoints])
+            m = estimate_transforms(kps[None], "mediapipe6")[0]
+            # the same chip pixels, seen in the 112 crop, via each transform
+            ours = (transform_points(invert(m), probe) - 100 + 0.5) / 2 - 0.5
+            errors.append(np.abs(ours - transform_points(invert(reference), probe)).max())
+    # detector noise is ~2-3 px; a wrong layout (say, eyes swapped) is off by ~35 px
+    assert np.median(errors) < 4.0  # pixels of the 112 crop, eye distance ~35
