@@ -39,6 +39,7 @@ on -f(p), which is z.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,15 +161,20 @@ class IdentityKey:
     def centre(self) -> np.ndarray:
         return self.library.mean
 
-    def target(self, password: bytes) -> np.ndarray:
-        """f(p): the unit direction, from the centre, of the password's reference identity."""
-        return self.library.target(password)
+    def target(self, password: bytes | Sequence[bytes]) -> np.ndarray:
+        """f(p): unit direction, from the centre, of the password's reference identity;
+        (N, 128) for a sequence of N passwords (one per face, e.g. per track)."""
+        if isinstance(password, bytes | bytearray):
+            return self.library.target(bytes(password))
+        return np.stack([self.library.target(bytes(p)) for p in password])
 
-    def apply(self, z: np.ndarray, password: bytes, d: float) -> np.ndarray:
+    def apply(self, z: np.ndarray, password: bytes | Sequence[bytes], d: float) -> np.ndarray:
+        """M(z, p, d) for descriptors z (128,) or (N, 128)."""
         c = self.centre
         return c + rotate(np.asarray(z, np.float64) - c, self.target(password), self.curve.angle(d))
 
-    def invert(self, z_new: np.ndarray, password: bytes, d: float) -> np.ndarray:
+    def invert(self, z_new: np.ndarray, password: bytes | Sequence[bytes], d: float) -> np.ndarray:
+        """M^-1(z_new, p, d): the original descriptor, given the same password(s) and d."""
         c = self.centre
         return c + unrotate(
             np.asarray(z_new, np.float64) - c, self.target(password), self.curve.angle(d)

@@ -101,3 +101,12 @@ def test_privacy_curve_bounds():
     assert curve.angle(0.5) == pytest.approx(np.deg2rad(30))
     with pytest.raises(ValueError):
         curve.angle(1.5)
+
+
+def test_batches_with_one_password_per_face(key):
+    z = np.random.default_rng(5).normal(size=(3, 128))
+    passwords = [b"track-0", b"track-1", b"track-2"]
+    batch = key.apply(z, passwords, 0.7)
+    singles = np.stack([key.apply(zi, p, 0.7) for zi, p in zip(z, passwords, strict=True)])
+    np.testing.assert_allclose(batch, singles, atol=1e-12)
+    np.testing.assert_allclose(key.invert(batch, passwords, 0.7), z, atol=1e-9)
