@@ -50,12 +50,15 @@ def main() -> None:
                         default=Path("out/identity/bench_identity_encoder.json"))
     parser.add_argument("--onnx", type=Path, default=Path("out/identity/dlib_resnet.onnx"))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch and ONNX Runtime threads (0: their defaults)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.onnx.is_file():
         export_onnx(args.onnx)
     ref = dlib.face_recognition_model_v1(str(default_model_path()))
-    port, ort_enc = FaceEncoder(), OnnxFaceEncoder(args.onnx)
+    port = FaceEncoder(threads=args.threads or None)
+    ort_enc = OnnxFaceEncoder(args.onnx, threads=args.threads or None)
     engines: dict[str, Callable[[np.ndarray], object]] = {
         "dlib": lambda c: ref.compute_face_descriptor(list(c)) if len(c) > 1
         else ref.compute_face_descriptor(c[0]),
@@ -73,8 +76,9 @@ def main() -> None:
         log.info("%s: %s", name, results[name])
     report = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "dlib": dlib.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "ort_threads": args.threads or "default",
+                    "torch": torch.__version__, "dlib": dlib.__version__,
                     "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]]},
         "results": results,
     }
