@@ -3,10 +3,11 @@
 Every layout of keypoints (dlib's 5-point predictor, ArcFace's 5 points, mediapipe's 6) is
 placed in one normalised face frame, dlib's: the unit square in which dlib's
 get_face_chip_details puts its 5-point template. A crop of side `size` with `padding` maps
-a unit point u to (u + padding) / (1 + 2 padding) * size, so size=150, padding=0.25 is
-exactly dlib's face chip for its recognition net, and other sizes (128, 256 for generators)
-frame the face the same way. Transforms are 2x3 matrices from image to crop pixels, pixel
-centres at integer coordinates (OpenCV's and dlib's convention), so they are sub-pixel exact.
+a unit point u to (u + padding) / (1 + 2 padding) * size - 0.5, so size=150, padding=0.25
+is dlib's face chip for its recognition net (checked against dlib.get_face_chip), and
+other sizes (128, 256 for generators) frame the face the same way. Transforms are 2x3
+matrices from image to crop pixels, pixel centres at integer coordinates (OpenCV's and
+dlib's convention), so they are sub-pixel exact.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class DlibLayer:
     @property
     def op(self) -> str:
         """The layer type without dlib's version suffix: con, affine, relu, fc, ..."""
-        return self.kind.rstrip("_0123456789") if self.kind != "fc_" else "fc"
+        return self.kind.rstrip("_0123456789")
 
 
 def _read_con(r: DlibReader, kind: str) -> dict[str, Any]:
