@@ -35,7 +35,9 @@ def test_person_split_is_stable_and_about_half():
     names = [f"Person_{i}" for i in range(2000)]
     share = sum(map(is_train_person, names)) / len(names)
     assert 0.45 < share < 0.55
-    assert is_train_person("Aaron_Eckhart") == is_train_person("Aaron_Eckhart")
+    # pinned: changing the rule would leak evaluation people into the shipped library
+    assert is_train_person("Tony_Blair") and is_train_person("George_W_Bush")
+    assert not is_train_person("Colin_Powell") and not is_train_person("Ariel_Sharon")
 
 
 @pytest.mark.data

@@ -36,6 +36,10 @@ def test_password_picks_k_distinct_identities(library):
     assert np.all((weights >= 0.5) & (weights < 1.5))
     other, _ = library.choose(b"secret2")
     assert set(idx.tolist()) != set(other.tolist())
+    # pinned: the same password must pick the same people in every release
+    assert library.choose(b"pin")[0].tolist() == [
+        390, 499, 48, 399, 276, 391, 435, 432, 264, 292, 426, 501, 392, 379, 303, 202
+    ]
 
 
 def test_reference_identity_is_no_library_person(library):

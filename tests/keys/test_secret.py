@@ -67,6 +67,8 @@ def test_passphrase_is_stretched_deterministically():
     assert a != SecretKey.from_passphrase("correct horse battery!")
     assert a.expose() != b"correct horse battery".ljust(32, b"\0")
     assert b"passphrase" in PASSPHRASE_SALT
+    # pinned: a change here would silently orphan every key made from a passphrase
+    assert a.to_hex() == "b678a5bcfe066de9b2492de1585fa71a7ce1404e6c1cc73d8fb6aa161007392b"
     with pytest.raises(KeyMaterialError):
         SecretKey.from_passphrase("short")
 
@@ -78,3 +80,7 @@ def test_track_passwords_depend_on_every_input():
     others = [key.track_password("cam", 2), key.track_password("cam2", 1),
               key.track_password("cam", 1, 7), SecretKey(bytes(32)).track_password("cam", 1)]
     assert all(o != base for o in others)
+    # pinned: the derivation is a compatibility contract with every stored keyed identity
+    assert key.track_password("cam-1", 7, 3).hex() == (
+        "df1d3b5564285c4d5f84775cbf2ba2b0ee034ccf7678844f0fb0c6fea7ded692"
+    )
