@@ -11,8 +11,11 @@ Layer for layer the net dlib's dnn_face_recognition_ex.cpp declares:
 
 with ares = relu(add_prev(block(x), x)) and ares_down = relu(add_prev(block_s2(x),
 avg_pool_2x2_s2(x))). Two dlib semantics matter for parity: stride-2 layers use no padding
-(dlib's default), and add_prev adds tensors of different shapes by zero-extending both to
-the larger one from the top-left corner (channels 32 -> 64, and 3x3 + 4x4 at level 1).
+(dlib's default, read from the file and checked), and add_prev adds tensors of different
+shapes by zero-extending both to the larger one from the top-left corner (channels 32 -> 64,
+and 3x3 + 4x4 at level 1). dlib's pooled size, 1 + (n + 2 pad - window) // stride, is
+PyTorch's floor mode; dlib averages over the window inside the image only, which is
+count_include_pad=False (moot here, as every pooling layer has zero padding).
 Weights come from the .dat file at run time; they are never stored in this package.
 """
 
@@ -190,7 +193,11 @@ def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
 
 
 class FaceEncoder:
-    """dlib-compatible 128-d face descriptors from 150x150 RGB chips, via PyTorch."""
+    """dlib-compatible 128-d face descriptors from 150x150 RGB chips, via PyTorch.
+
+    `threads` sets torch's process-wide intra-op thread count; on a busy machine 1 per
+    worker is far faster than a contended pool (tools/bench/identity_encoder.py).
+    """
 
     def __init__(self, model_path: str | Path | None = None, threads: int | None = None) -> None:
         self.model = DlibFaceResNet.from_dlib(model_path)
