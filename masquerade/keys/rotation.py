@@ -34,7 +34,9 @@ overshooting. Angles come from atan2 of the parallel and orthogonal parts, never
 so they stay accurate near 0 and pi. Degenerate cases: z parallel to f(p) (a = 0) is a
 fixed point; z antiparallel (a = pi) has no unique plane, so u is a fixed axis orthogonal
 to f(p), and the inverse, rotating away from f(p) in whatever plane z_new gives, lands back
-on -f(p), which is z.
+on -f(p), which is z. Near that pole the plane is ill-conditioned: at sin(a) = s the
+round trip is exact to ~1e-16 / s (1e-10 at s = 1e-6); real faces sit at a = 72-107
+degrees from f(p).
 """
 
 from __future__ import annotations
