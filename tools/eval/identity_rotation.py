@@ -26,7 +26,13 @@ import numpy as np
 
 from masquerade.datasets import is_train_person
 from masquerade.keys.hkdf import stream_password, track_password
-from masquerade.keys.rotation import IdentityKey, applied_angle, rotate, unrotate
+from masquerade.keys.rotation import (
+    IdentityKey,
+    PrivacyCurve,
+    applied_angle,
+    rotate,
+    unrotate,
+)
 
 log = logging.getLogger("identity_rotation")
 
@@ -49,6 +55,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("out/identity/cache/lfw_arcface.npz"))
     parser.add_argument("--out", type=Path, default=Path("out/identity/identity_rotation.json"))
     parser.add_argument("--faces", type=int, default=2000)
+    parser.add_argument("--max-angle", type=float, default=PrivacyCurve().max_angle_deg,
+                        help="g(1) in degrees (PrivacyCurve.max_angle_deg)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = np.load(args.cache)
@@ -59,7 +67,7 @@ def main() -> None:
     z = z_all[pick]
     master = hashlib.sha256(b"masquerade identity_rotation eval").digest()
     stream = stream_password(master, "lfw-eval")
-    key = IdentityKey()
+    key = IdentityKey(curve=PrivacyCurve(args.max_angle))
     targets = np.stack([key.target(track_password(stream, i)) for i in range(len(z))])
     others = np.stack([key.target(track_password(stream, i, epoch=1)) for i in range(len(z))])
     centre = key.centre
