@@ -21,8 +21,6 @@ from masquerade.synthetic import Scenario, write_clip
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("MASQUERADE_DATA", Path(__file__).parents[1] / ".." / "shared" /
-                               "data"))
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +36,24 @@ def scenario_clip(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) 
 
 
 @pytest.fixture(scope="session")
+def lfw() -> Path:
+    """Root of the shared LFW112 faces; skips the test when the data is absent."""
+    from masquerade.datasets import lfw_root
+
+    root = lfw_root()
+    if not (root / "pairs.txt").is_file():
+        pytest.skip(f"shared face data not found at {root} (set MASQUERADE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA_DIR / "faces").is_dir():
-        pytest.skip(f"shared face data not found at {DATA_DIR} (set MASQUERADE_DATA)")
-    return DATA_DIR
+    from masquerade.datasets import data_root
+
+    root = data_root()
+    if not (root / "faces").is_dir():
+        pytest.skip(f"shared face data not found at {root} (set MASQUERADE_DATA)")
+    return root
 
 
 def decode_video(path: Path) -> list[tuple[int, np.ndarray]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -22,12 +21,12 @@ import numpy as np
 
 from masquerade.anonymizers import build_anonymizer
 from masquerade.config import AnonymizerConfig
+from masquerade.datasets import data_root
 from masquerade.engines.dlib_face import SAME_PERSON_DISTANCE, DlibFaceRecognizer
 from masquerade.faces import Faces
 from masquerade.pipeline.compositing import Compositor
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("MASQUERADE_DATA", ROOT.parent / "shared" / "data"))
+DATA = data_root()
 
 SETTINGS = {
     "box_blur_r10_whole_image": None,
