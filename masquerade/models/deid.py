@@ -378,12 +378,13 @@ def export_onnx(net: DeidNet, out_dir: str | Path, opset: int = ONNX_OPSET,
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
-            _EncoderGraph(net.encoder), (faces,), str(enc_path), input_names=["faces"],
+            _EncoderGraph(net.encoder).eval(), (faces,), str(enc_path), input_names=["faces"],
             output_names=names, opset_version=opset, dynamo=False,
             dynamic_axes={"faces": batch, **dict.fromkeys(names, batch)},
         )
         torch.onnx.export(
-            _GeneratorGraph(net.generator), (torch.randn(2, cfg.id_dim), *attrs), str(gen_path),
+            _GeneratorGraph(net.generator).eval(), (torch.randn(2, cfg.id_dim), *attrs),
+            str(gen_path),
             input_names=["identity", *names], output_names=["faces"], opset_version=opset,
             dynamo=False, dynamic_axes={"identity": batch, "faces": batch,
                                         **dict.fromkeys(names, batch)},

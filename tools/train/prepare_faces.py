@@ -39,7 +39,8 @@ def align_utkface(paths: list[Path], crop: CropSpec) -> tuple[np.ndarray, list[s
     import face_recognition_models
 
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    model = face_recognition_models.pose_predictor_five_point_model_location()
+    predictor = dlib.shape_predictor(model)
     crops, kept = [], []
     t0 = time.monotonic()
     for i, path in enumerate(paths):
