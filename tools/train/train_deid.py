@@ -293,7 +293,8 @@ class Trainer:
                 window, t_window = [], time.monotonic()
             if self.step % cfg.ckpt_every == 0:
                 self.checkpoint()
-        self.checkpoint()
+        if self.step % cfg.ckpt_every:
+            self.checkpoint()
         log.info("stopped at step %d after %.1f min", self.step, (time.monotonic() - start) / 60)
 
     def checkpoint(self) -> None:
