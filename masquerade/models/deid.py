@@ -24,6 +24,7 @@ Images enter and leave the networks as float RGB in [-1, 1] (`to_unit`, `to_pixe
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -389,7 +390,7 @@ def export_onnx(net: DeidNet, out_dir: str | Path, opset: int = ONNX_OPSET,
             dynamo=False, dynamic_axes={"identity": batch, "faces": batch,
                                         **dict.fromkeys(names, batch)},
         )
-    meta = {"config": str(cfg.to_dict()), "opset": str(opset),
+    meta = {"config_json": json.dumps(cfg.to_dict()), "opset": str(opset),
             "range": "faces in [-1, 1], RGB, CropSpec(size, padding) framing"}
     for path in (enc_path, gen_path):
         proto = onnx.load(str(path))

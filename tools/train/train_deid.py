@@ -210,7 +210,8 @@ class Trainer:
         self.net.train()
         out = {"val_rec": rec[same].mean().item(), "val_id": (1 - cos).mean().item(),
                "val_id_cross": (1 - cos[~same]).mean().item()}
-        out["val_score"] = out["val_rec"] + out["val_id"]
+        # following the identity input is the harder half: weight it over reconstruction
+        out["val_score"] = out["val_rec"] + 3 * out["val_id_cross"]
         return out
 
     def state(self) -> dict[str, Any]:
@@ -237,10 +238,11 @@ class Trainer:
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        self.step, self.history = state["step"], state["history"]
         torch.set_rng_state(state["rng"]["torch"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
         random.setstate(state["rng"]["python"])
+        self.best = self.validate()["val_score"]  # the score may have changed with the config
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
