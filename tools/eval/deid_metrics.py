@@ -6,7 +6,9 @@ For the first image of the first `n` TEST people (sorted by name; never seen in 
 * de-identification: G(M(z, f(p), d), E_attr(x)) with a per-face random password, d in
   {0.5, 1.0}; the fraction of outputs whose dlib distance to the original face is below
   0.6 (dlib's same-person threshold; lower is better) and the mean cos(E_id(out), target);
-* reconstruction: G(z, E_attr(x)) against the crop x: PSNR, SSIM, dlib distance.
+* reconstruction: G(z, E_attr(x)) against the crop x: PSNR, SSIM, dlib distance;
+* swap: G(z of the next test face, E_attr(x)), a real and distant identity; the
+  target_* entries say where a perfect generator would land.
 Distances use the original's full-resolution 150x150 chip; `baseline_resize_distance` is
 what the 96 px crop costs alone (original crop upsampled to 150 vs the full-res chip).
 Reference identities f(p): the shipped library if present, else LFW train-person means
@@ -114,7 +116,19 @@ def main() -> None:
             "cos_to_target": float(cos(z_out, z_new).mean()),
             "l_id": float(1 - cos(z_out, z_new).mean()),
             "target_distance": float(dist(z_new).mean()),
+            "target_same_person_rate": float((dist(z_new) < THRESHOLD).mean()),
         }
+    # identity swap: another TEST person's descriptor (a real, distant identity)
+    z_swap = np.roll(z, 1, axis=0)
+    z_out = encoder(up(gen(x, z_swap)))
+    result["swap"] = {
+        "same_person_rate": float((dist(z_out) < THRESHOLD).mean()),
+        "dlib_distance": float(dist(z_out).mean()),
+        "cos_to_target": float(cos(z_out, z_swap).mean()),
+        "l_id": float(1 - cos(z_out, z_swap).mean()),
+        "target_distance": float(dist(z_swap).mean()),
+        "target_same_person_rate": float((dist(z_swap) < THRESHOLD).mean()),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info(json.dumps(result, indent=2))
