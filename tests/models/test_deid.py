@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -137,3 +139,25 @@ def test_onnx_export_matches_pytorch(tmp_path, half):
     with torch.no_grad():
         ref = net(x, z).numpy()
     assert np.abs(out - ref).max() < (2e-2 if half else 1e-4)
+
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "masquerade" / "models" / "weights"
+
+
+@pytest.mark.skipif(not (WEIGHTS / "deid_generator.onnx").is_file(), reason="no committed weights")
+def test_committed_pt_and_onnx_weights_agree():
+    from masquerade.anonymizers.deid import DeidGenerator
+
+    (pt,) = WEIGHTS.glob("deid_*.pt")
+    net = DeidNet.load(pt)
+    gen = DeidGenerator(WEIGHTS)
+    assert gen.crop == net.cfg.crop
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (2, net.cfg.size, net.cfg.size, 3), dtype=np.uint8)
+    z = rng.normal(size=(2, 128)).astype(np.float32)
+    out = gen(crops, z).astype(int)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        ref = net(x, torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()
+    ref = np.clip(np.rint((ref + 1) * 127.5), 0, 255)
+    assert np.abs(out - ref).max() <= 1
