@@ -35,12 +35,21 @@ def _config_help() -> str:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/default.yaml)")
-    p.add_argument("--mode", choices=["blur", "pixelate", "solid"],
+    p.add_argument("--mode", choices=["blur", "pixelate", "solid", "deid"],
                    help="anonymization mode (shortcut for --set anonymizer.mode=...)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one config key, e.g. --set detector.min_face_px=32 "
                         "(repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    keys = p.add_argument_group("keys (mode deid)")
+    keys.add_argument("--password", metavar="TEXT",
+                      help="passphrase (>= 8 characters, stretched with scrypt) from which "
+                           "every track's key derives")
+    keys.add_argument("--key-file", metavar="PATH",
+                      help="master key file (hex or 32 raw bytes, mode 0600); or set "
+                           "MASQUERADE_KEY")
+    keys.add_argument("--stream-id", default="default",
+                      help="key namespace of this video (restore needs the same one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,10 +117,20 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+def _key(args: argparse.Namespace, config: Config):
+    """The master key when the mode needs one (never logged, never written anywhere)."""
+    if config.anonymizer.mode != "deid":
+        return None
+    from masquerade.keys import load_key
+
+    return load_key(args.key_file, args.password)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from masquerade.pipeline.runner import run_file
 
     config = _load(args)
+    key = _key(args, config)
     if args.input is None:
         from masquerade.synthetic import write_clip
 
@@ -134,8 +153,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if "://" not in input_url and output.resolve() == Path(input_url).resolve():
             raise OutputError("output would overwrite the input")
     if is_live_url(input_url) or is_live_url(str(output)):
-        return _run_live(input_url, str(output), config, overwrite)
-    result = run_file(input_url, output, config, overwrite=overwrite)
+        return _run_live(input_url, str(output), config, overwrite, key, args.stream_id)
+    result = run_file(input_url, output, config, overwrite=overwrite, key=key,
+                      stream_id=args.stream_id)
     log.info("%s", result.stats.summary())
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(result.stats.as_dict(), indent=2))
@@ -162,7 +182,8 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _run_live(input_url: str, output: str, config: Config, overwrite: bool) -> int:
+def _run_live(input_url: str, output: str, config: Config, overwrite: bool, key,
+              stream_id: str) -> int:
     """A live source or a streaming output: run until the source ends or a signal."""
     from masquerade.pipeline.live import LiveRunner, LiveStream
     from masquerade.pipeline.runner import FramePipeline
@@ -170,7 +191,7 @@ def _run_live(input_url: str, output: str, config: Config, overwrite: bool) -> i
     from masquerade.streams.pyav import PyAVFileSink, PyAVSource
 
     stop = _stop_on_signals()
-    pipeline = FramePipeline.from_config(config)
+    pipeline = FramePipeline.from_config(config, key=key, stream_id=stream_id)
     sink = (PyAVStreamSink(output, config.encoder) if is_live_url(output)
             else PyAVFileSink(output, config.encoder, average_rate=None, overwrite=overwrite))
     if is_live_url(input_url):

@@ -64,7 +64,9 @@ class TrackerConfig:
 
 @dataclass
 class AnonymizerConfig:
-    mode: Literal["blur", "pixelate", "solid"] = _f("blur", "how a face is anonymized")
+    mode: Literal["blur", "pixelate", "solid", "deid"] = _f(
+        "blur", "how a face is anonymized; deid: a keyed fake identity per track (needs a key)"
+    )
     mask: Literal["ellipse", "box"] = _f("ellipse", "shape of the anonymized region")
     padding: float = _f(0.25, "region growth on every side, as a fraction of face size", 0.0, 2.0)
     feather: float = _f(
@@ -76,6 +78,16 @@ class AnonymizerConfig:
     )
     pixel_blocks: int = _f(6, "pixelate: blocks across the face's shorter side", 2, 64)
     color: list[int] = _f([0, 0, 0], "solid: fill colour as [R, G, B]")  # noqa: RUF009
+    privacy_level: float = _f(
+        1.0, "deid: how far identity moves from the original (0 = not at all, 1 = most)",
+        0.0, 1.0,
+    )
+    min_generator_face_px: int = _f(
+        40, "deid: faces smaller than this (shorter box side) use fallback_mode instead", 8, 1024
+    )
+    fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
+        "pixelate", "deid: classic mode for faces too small for the generator"
+    )
 
 
 @dataclass

@@ -14,7 +14,8 @@ import pytest
 
 
 def masquerade(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GLOG_minloglevel": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "MASQUERADE_KEY"}
+    env["GLOG_minloglevel"] = "2"
     return subprocess.run([sys.executable, "-m", "masquerade", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -81,6 +82,10 @@ def test_run_writes_summary_json_and_refuses_to_overwrite(scenario_clip: Path,
      "config key 'anonymizer.mask': 'star' is not one of ['ellipse', 'box']"),
     ("clip", ["clip.mp4", "--config", "nope.yaml"], 2, "config file not found: nope.yaml"),
     ("badyaml", ["clip.mp4", "--config", "bad.yaml"], 2, "bad.yaml is not valid YAML"),
+    ("clip", ["clip.mp4", "--mode", "deid"], 2, "no master key: pass a key file or --password"),
+    ("clip", ["clip.mp4", "--mode", "deid", "--password", "short"], 2,
+     "a passphrase must be at least 8 characters"),
+    ("keyfile", ["clip.mp4", "--mode", "deid", "--key-file", "open.key"], 2, "open.key"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(
     tmp_path: Path, scenario_clip: Path, audio_only: Path, make: str | None, args: list[str],
@@ -91,6 +96,10 @@ def test_bad_input_gives_one_line_and_nonzero_exit(
     elif make == "truncated":
         data = scenario_clip.read_bytes()
         (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    elif make == "keyfile":
+        (tmp_path / "clip.mp4").write_bytes(scenario_clip.read_bytes())
+        (tmp_path / "open.key").write_text("00" * 32)
+        (tmp_path / "open.key").chmod(0o644)  # readable by others: must be refused
     elif make in ("clip", "badyaml"):
         (tmp_path / "clip.mp4").write_bytes(scenario_clip.read_bytes())
         (tmp_path / "bad.yaml").write_text("detector: [unclosed\n")

@@ -1,6 +1,8 @@
 """Anonymizers: what replaces a face. Chosen by `anonymizer.mode`."""
 
-from masquerade.anonymizers.base import Anonymizer, FaceRegion
+import functools
+
+from masquerade.anonymizers.base import Anonymizer, FaceRegion, SizeGate
 from masquerade.anonymizers.classic import (
     BlurAnonymizer,
     PixelateAnonymizer,
@@ -9,14 +11,32 @@ from masquerade.anonymizers.classic import (
     pixelate,
 )
 from masquerade.config import AnonymizerConfig
+from masquerade.errors import ConfigError
+from masquerade.keys import SecretKey
 
 
-def build_anonymizer(config: AnonymizerConfig) -> Anonymizer:
-    if config.mode == "blur":
+def build_classic(mode: str, config: AnonymizerConfig) -> Anonymizer:
+    if mode == "blur":
         return BlurAnonymizer(config.blur_strength)
-    if config.mode == "pixelate":
+    if mode == "pixelate":
         return PixelateAnonymizer(config.pixel_blocks)
     return SolidAnonymizer(config.color)
+
+
+def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
+                     stream_id: str = "default") -> Anonymizer:
+    """The configured anonymizer; keyed modes derive each track's password from `key`."""
+    if config.mode != "deid":
+        return build_classic(config.mode, config)
+    if key is None:
+        raise ConfigError("anonymizer.mode=deid needs a key: --password, --key-file or "
+                          "the MASQUERADE_KEY environment variable")
+    from masquerade.anonymizers.deid import KeyedDeidAnonymizer
+
+    generator = KeyedDeidAnonymizer(
+        password=functools.partial(key.track_password, stream_id), d=config.privacy_level)
+    return SizeGate(generator, build_classic(config.fallback_mode, config),
+                    config.min_generator_face_px)
 
 
 __all__ = [
@@ -24,6 +44,7 @@ __all__ = [
     "BlurAnonymizer",
     "FaceRegion",
     "PixelateAnonymizer",
+    "SizeGate",
     "SolidAnonymizer",
     "build_anonymizer",
     "gaussian_blur",

@@ -36,3 +36,26 @@ class Anonymizer(Protocol):
     """
 
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]: ...
+
+
+class SizeGate:
+    """Routes faces too small for a generator to a classic anonymizer, and counts them.
+
+    A generator fed a 20 px face produces mush at best and a recognizable face at worst;
+    below `min_px` a classic mode is the safe choice.
+    """
+
+    def __init__(self, primary: Anonymizer, fallback: Anonymizer, min_px: int):
+        self.primary = primary
+        self.fallback = fallback
+        self.min_px = min_px
+        self.fallback_faces = 0
+
+    def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
+        small = [r.face_size < self.min_px for r in regions]
+        big_out = iter(self.primary.anonymize([r for r, s in zip(regions, small, strict=True)
+                                               if not s]))
+        small_out = iter(self.fallback.anonymize([r for r, s in zip(regions, small, strict=True)
+                                                  if s]))
+        self.fallback_faces += sum(small)
+        return [next(small_out) if s else next(big_out) for s in small]

@@ -20,6 +20,7 @@ from masquerade.anonymizers import build_anonymizer
 from masquerade.config import Config
 from masquerade.errors import InputError, MasqueradeError
 from masquerade.faces import Faces
+from masquerade.keys import SecretKey
 from masquerade.pipeline.compositing import Compositor, cover_frame
 from masquerade.pipeline.detection import Detector, build_detector, detect_upright
 from masquerade.pipeline.stats import RunStats
@@ -48,11 +49,14 @@ class FramePipeline:
         self.last_faces = Faces.empty()
 
     @classmethod
-    def from_config(cls, config: Config, stats: RunStats | None = None) -> FramePipeline:
+    def from_config(cls, config: Config, stats: RunStats | None = None,
+                    key: SecretKey | None = None, stream_id: str = "default") -> FramePipeline:
+        """`key` and `stream_id` feed keyed modes: each track's password derives from both."""
+        anonymizer = build_anonymizer(config.anonymizer, key, stream_id)
         return cls(
             detector=build_detector(config.detector),
             tracker=Tracker(config.tracker, config.detector.min_score),
-            compositor=Compositor(build_anonymizer(config.anonymizer), config.anonymizer),
+            compositor=Compositor(anonymizer, config.anonymizer),
             config=config,
             stats=stats,
         )
@@ -78,6 +82,7 @@ class FramePipeline:
         except Exception as exc:
             return self._fail_closed(frame, stage, exc)
         self.last_faces = faces
+        stats.fallback_faces = getattr(self.compositor.anonymizer, "fallback_faces", 0)
         stats.faces += len(faces)
         stats.coasted_faces += int(faces.coasting.sum())
         stats.tracks = self.tracker.total_tracks
@@ -104,7 +109,8 @@ class RunResult:
 
 
 def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
-             overwrite: bool = False, pipeline: FramePipeline | None = None) -> RunResult:
+             overwrite: bool = False, pipeline: FramePipeline | None = None,
+             key: SecretKey | None = None, stream_id: str = "default") -> RunResult:
     """Anonymize a file or URL into a new file; the output appears only on success."""
     import time
 
@@ -116,7 +122,7 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
         sink = PyAVFileSink(output, config.encoder, average_rate=info.average_rate,
                             audio_templates=source.audio_streams, overwrite=overwrite)
         try:
-            pipeline = pipeline or FramePipeline.from_config(config, stats)
+            pipeline = pipeline or FramePipeline.from_config(config, stats, key, stream_id)
         except BaseException:
             sink.abort()
             raise

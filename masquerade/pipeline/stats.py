@@ -31,6 +31,7 @@ class RunStats:
     stage_counts: dict[str, list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1)))
     frames_dropped_behind: int = 0
+    fallback_faces: int = 0
     wall_seconds: float = 0.0
 
     @contextmanager
@@ -57,6 +58,7 @@ class RunStats:
             "frames_out": self.frames_out,
             "frames_dropped": self.frames_dropped,
             "frames_dropped_behind": self.frames_dropped_behind,
+            "fallback_faces": self.fallback_faces,
             "frames_covered": self.frames_covered,
             "faces": self.faces,
             "coasted_faces": self.coasted_faces,
@@ -78,6 +80,11 @@ class RunStats:
             f"{self.fps:.1f} fps",
             f"ms/frame: {stages}",
         ]
+        if self.fallback_faces:
+            parts.append(f"{self.fallback_faces} faces too small for the generator were "
+                         "anonymized with anonymizer.fallback_mode")
+        if self.frames_dropped_behind:
+            parts.append(f"{self.frames_dropped_behind} frames dropped to stay real-time")
         if self.frames_dropped or self.frames_covered:
             parts.append(f"{self.frames_dropped} dropped, {self.frames_covered} fully covered "
                          "after stage errors")
