@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from masquerade.config import EncoderConfig
+from masquerade.config import X264_PRESETS, EncoderConfig
 from masquerade.errors import MasqueradeError
 from masquerade.streams.frames import Frame
 from masquerade.streams.pyav import AudioPacket, PyAVFileSink
@@ -164,6 +164,12 @@ def _close_quietly(source: Any) -> None:
             log.debug("closing source: %s", exc)
 
 
+def live_preset(preset: str) -> str:
+    """The configured x264 preset, capped at `veryfast`: slower ones cannot keep up live."""
+    order = X264_PRESETS.index
+    return preset if order(preset) <= order("veryfast") else "veryfast"
+
+
 def push_format(url: str) -> str:
     lower = url.lower()
     if lower.startswith(("rtsp://", "rtsps://")):
@@ -209,8 +215,8 @@ class PyAVStreamSink:
         stream.time_base = frame.time_base
         stream.codec_context.time_base = frame.time_base
         gop = max(1, round(self.fps))
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(self.encoder.crf),
-                          "g": str(gop), "bf": "0"}
+        stream.options = {"preset": live_preset(self.encoder.preset), "tune": "zerolatency",
+                          "crf": str(self.encoder.crf), "g": str(gop), "bf": "0"}
         self.container, self.stream = container, stream
         self._last_pts = None
 
