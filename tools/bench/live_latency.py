@@ -78,15 +78,19 @@ def main() -> None:
                         default=str(ROOT / "configs" / "fast.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("live_latency.json"))
+    parser.add_argument("--restart-camera-at", type=float, default=0,
+                        help="kill the camera after this many seconds and restart it 1 s "
+                             "later, to measure reconnection (0: never)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"masq-live-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     config = load_config(args.config, ["anonymizer.mode=blur", "pipeline.progress=false",
                                        *args.overrides])
-    camera, info = child(["tools/rtsp_camera.py", "--port", str(free_port()), "--width",
-                          str(args.width), "--height", str(args.height), "--send-log",
-                          str(work / "sent.jsonl")])
+    camera_args = ["tools/rtsp_camera.py", "--port", str(free_port()), "--width",
+                   str(args.width), "--height", str(args.height), "--send-log",
+                   str(work / "sent.jsonl")]
+    camera, info = child(camera_args)
     receivers, runners, threads, streams = [], [], [], []
     stop_event = threading.Event()
     try:
@@ -115,7 +119,15 @@ def main() -> None:
             threads.append(threading.Thread(target=runner.run, daemon=True))
         for t in threads:
             t.start()
-        time.sleep(args.seconds)
+        if args.restart_camera_at:
+            time.sleep(args.restart_camera_at)
+            os.kill(camera.pid, signal.SIGKILL)
+            camera.wait()
+            time.sleep(1.0)
+            camera, _ = child(camera_args)
+            time.sleep(max(0.0, args.seconds - args.restart_camera_at - 1.0))
+        else:
+            time.sleep(args.seconds)
     finally:
         stop_event.set()
         for t in threads:
@@ -126,10 +138,17 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 stop(rx)
         stop(camera)
-    sent: dict[int, float] = {}
+    # A restarted camera counts from 0 again: match each arrival to the latest send of
+    # its index that precedes it.
+    sent: dict[int, list[float]] = {}
     for line in (work / "sent.jsonl").read_text().splitlines():
         row = json.loads(line)
-        sent.setdefault(row["index"], row["t"])
+        sent.setdefault(row["index"], []).append(row["t"])
+
+    def latency(index: int, arrived: float) -> float | None:
+        before = [t for t in sent.get(index, []) if t <= arrived]
+        return arrived - max(before) if before else None
+
     report = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_avg_1m_at_end": os.getloadavg()[0]},
@@ -140,7 +159,7 @@ def main() -> None:
     for i, stream in enumerate(streams):
         arrivals_path = work / f"rx{i}.json"
         arrivals = json.loads(arrivals_path.read_text()) if arrivals_path.exists() else []
-        lat = np.array([t - sent[idx] for idx, t in arrivals if idx in sent]) * 1000
+        lat = np.array([x for x in (latency(i, t) for i, t in arrivals) if x is not None]) * 1000
         s = stream.stats
         report["per_stream"].append({
             "frames_in": s.frames_in, "frames_out": s.frames_out,
@@ -150,6 +169,9 @@ def main() -> None:
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
             "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
             "frames_measured": len(lat),
+            "reconnects": stream.health.reconnects if stream.health else 0,
+            "reconnect_seconds": [round(x, 2) for x in stream.health.history]
+            if stream.health else [],
             "stage_ms_per_frame": {k: round(v, 2) for k, v in s.stage_ms_per_frame().items()},
         })
     args.out.write_text(json.dumps(report, indent=2))
