@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON")
     _add_config_args(run)
 
+    restore = sub.add_parser(
+        "restore", help="bring back the original identities of a deid video, with the key",
+        description="Re-render every face that `run --mode deid` replaced, inverting the "
+                    "keyed identity rotation (needs INPUT.tracks.json beside the video and the "
+                    "same --password/--key-file). A wrong key yields other fake faces, "
+                    "not an error.",
+    )
+    restore.add_argument("input", help="video written by `masquerade run --mode deid`")
+    restore.add_argument("-o", "--output", required=True, help="restored video (.mp4/.mkv)")
+    restore.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_config_args(restore)
+
     probe = sub.add_parser("probe", help="show what an input holds (streams, fps, rotation)")
     probe.add_argument("input", help="video file or URL")
     probe.add_argument("--json", action="store_true", help="print JSON")
@@ -230,6 +242,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from masquerade.keys import load_key
+    from masquerade.pipeline.restore import restore_file
+
+    config = _load(args)
+    key = load_key(args.key_file, args.password)
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        raise OutputError("output would overwrite the input")
+    result = restore_file(args.input, args.output, config, key, overwrite=args.overwrite)
+    log.info("%s", result.stats.summary())
+    print(f"wrote {result.output}")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from masquerade.streams import probe
 
@@ -254,7 +280,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "probe": _cmd_probe, "bench": _cmd_bench, "serve": _cmd_serve}
+COMMANDS = {"run": _cmd_run, "restore": _cmd_restore, "probe": _cmd_probe,
+            "bench": _cmd_bench, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

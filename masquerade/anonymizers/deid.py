@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from masquerade.alignment import CropSpec, estimate_transforms, paste_back
+from masquerade.errors import MasqueradeError
 
 try:  # the interface lives on the pipeline branch
     from masquerade.anonymizers.base import FaceRegion
@@ -123,13 +125,24 @@ class DeidGenerator:
         return np.clip(np.rint((y.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def cache_dir() -> Path:
+    """Where models derived at run time live (MASQUERADE_CACHE, else ~/.cache/masquerade)."""
+    return Path(os.environ.get("MASQUERADE_CACHE", Path.home() / ".cache" / "masquerade"))
+
+
 def default_identity_encoder(threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """E_id through ONNX Runtime, exported once from dlib's weights into the user cache."""
     from masquerade.models.onnx_encoder import OnnxFaceEncoder
 
-    path = Path.home() / ".cache" / "masquerade" / "dlib_resnet.onnx"
+    path = cache_dir() / "dlib_resnet.onnx"
     if not path.is_file():
-        from masquerade.models.dlib_resnet import export_onnx
+        try:
+            from masquerade.models.dlib_resnet import export_onnx
+        except ImportError:
+            raise MasqueradeError(
+                "the identity encoder must be exported once with torch: pip install "
+                "'masquerade[torch]', or copy dlib_resnet.onnx into " + str(cache_dir())
+            ) from None
 
         log.info("exporting the identity encoder to %s", path)
         export_onnx(path)

@@ -8,6 +8,7 @@ tests, `bench` and the live runner build them however they need.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -136,6 +137,17 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 with stats.timed("encode"):
                     sink.write(item)
 
+        # Keyed modes leave a track log beside the output so `restore` knows which track
+        # (hence which password) each generated face belongs to.
+        track_log = None
+        min_generated = config.anonymizer.min_generator_face_px
+        if config.anonymizer.mode == "deid":
+            from masquerade.pipeline.restore import TrackLog
+
+            track_log = TrackLog({"stream_id": stream_id,
+                                  "privacy_level": config.anonymizer.privacy_level,
+                                  "anonymizer": dataclasses.asdict(config.anonymizer)})
+
         # Audio goes through the writer too, so packets reach the muxer in file order.
         writer: BackgroundWriter[Frame | AudioPacket] = BackgroundWriter(write, name="encoder")
         try:
@@ -151,6 +163,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 stats.frames_in += 1
                 out = pipeline.process(item)
                 if out is not None:
+                    if track_log is not None:
+                        track_log.record(out.pts, pipeline.last_faces, min_generated)
                     writer.put(out)
                     stats.frames_out += 1
                 bar.update(1)
@@ -165,6 +179,10 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                     "(pipeline.on_error=drop_frame); no output written")
             with stats.timed("encode"):
                 path = sink.close()
+            if track_log is not None:
+                from masquerade.pipeline.restore import track_log_path
+
+                track_log.write(track_log_path(path))
         except BaseException:
             with contextlib.suppress(BaseException):
                 writer.close()
