@@ -69,6 +69,18 @@ def audio_payloads(path: Path) -> list[bytes]:
         return [bytes(p) for p in container.demux(audio=0) if p.size]
 
 
+def write_audio_only(path: Path) -> Path:
+    """A real media file with sound and no picture."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=44100, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 44100
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
 def ellipse_mask(height: int, width: int, box: tuple[float, float, float, float]) -> np.ndarray:
     """Pixels inside the ellipse inscribed in `box`: the face's own pixels."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
+
+from tests.conftest import write_audio_only
 
 
 def masquerade(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -29,15 +30,7 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def audio_only(tmp_path: Path) -> Path:
-    path = tmp_path / "audio.mkv"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=44100, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 44100
-        c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    return path
+    return write_audio_only(tmp_path / "audio.mkv")
 
 
 def test_demo_run_without_input(tmp_path: Path) -> None:

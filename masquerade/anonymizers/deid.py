@@ -24,26 +24,8 @@ import numpy as np
 import onnxruntime as ort
 
 from masquerade.alignment import CropSpec, estimate_transforms, paste_back
+from masquerade.anonymizers.base import FaceRegion
 from masquerade.errors import MasqueradeError
-
-try:  # the interface lives on the pipeline branch
-    from masquerade.anonymizers.base import FaceRegion
-except ImportError:  # pragma: no cover - identical copy of main's dataclass
-    from dataclasses import dataclass
-
-    @dataclass
-    class FaceRegion:  # type: ignore[no-redef]
-        """A face cut out of a frame with context (see masquerade.anonymizers.base)."""
-
-        pixels: np.ndarray
-        box: np.ndarray
-        track_id: int
-        keypoints: np.ndarray | None = None
-
-        @property
-        def face_size(self) -> float:
-            return float(max(1.0, min(self.box[2] - self.box[0], self.box[3] - self.box[1])))
-
 
 log = logging.getLogger(__name__)
 

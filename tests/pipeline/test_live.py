@@ -34,7 +34,7 @@ from masquerade.streams.live import (
 from masquerade.streams.pyav import PyAVSource
 from masquerade.synthetic import Scenario, read_index
 from tests.conftest import die_with_parent, free_port, start_child, stop_child
-from tests.pipeline.test_runner import MIN_INSIDE, covered_fraction
+from tests.pipeline.test_runner import leaks_in_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -53,16 +53,8 @@ def wait_for(condition, timeout: float) -> bool:
 
 
 def leaks_in(frames: list[np.ndarray], scenario: Scenario) -> list[tuple[int, int, float]]:
-    found = []
-    for image in frames:
-        index = read_index(image) % scenario.frames
-        for gt in scenario.ground_truth(index):
-            if gt.occluded or gt.inside < MIN_INSIDE:
-                continue
-            frac = covered_fraction(image, gt.xyxy)
-            if frac < 0.98:
-                found.append((index, gt.face_id, round(frac, 3)))
-    return found
+    """Leaks in received frames, each matched to ground truth by its stamped index."""
+    return leaks_in_frames(((read_index(im) % scenario.frames, im) for im in frames), scenario)
 
 
 def test_camera_restart_with_rtsp_push_and_recording(tmp_path: Path) -> None:

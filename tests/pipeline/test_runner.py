@@ -13,7 +13,7 @@ from masquerade.errors import InputError
 from masquerade.faces import box_iou
 from masquerade.pipeline.runner import FramePipeline, run_file
 from masquerade.synthetic import Scenario
-from tests.conftest import audio_payloads, decode_video, ellipse_mask
+from tests.conftest import audio_payloads, decode_video, ellipse_mask, write_audio_only
 
 MAGENTA = (255, 0, 255)
 # A face counts as on screen, and must be covered, once this much of its box is inside
@@ -60,8 +60,13 @@ def solid_run(scenario_clip: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def leaks(output: Path, scenario: Scenario) -> list[tuple[int, int, float]]:
     """(frame, face, covered fraction) for every on-screen face not fully painted."""
+    return leaks_in_frames(enumerate(image for _, image in decode_video(output)), scenario)
+
+
+def leaks_in_frames(frames, scenario: Scenario) -> list[tuple[int, int, float]]:
+    """Like `leaks`, for (scenario frame index, image) pairs from anywhere."""
     found = []
-    for index, (_, image) in enumerate(decode_video(output)):
+    for index, image in frames:
         for gt in scenario.ground_truth(index):
             if gt.occluded or gt.inside < MIN_INSIDE:
                 continue
@@ -170,14 +175,7 @@ def test_drop_policy_drops_failed_frames(scenario_clip: Path, tmp_path: Path) ->
 
 
 def test_no_frames_means_no_output(tmp_path: Path) -> None:
-    src = tmp_path / "audio_only.mkv"
-    with av.open(str(src), "w") as c:
-        s = c.add_stream("aac", rate=44100, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 44100
-        c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    src = write_audio_only(tmp_path / "audio_only.mkv")
     with pytest.raises(InputError, match="no video stream"):
         run_file(str(src), tmp_path / "o.mp4", load_config())
     assert not (tmp_path / "o.mp4").exists()
