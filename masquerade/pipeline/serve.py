@@ -67,6 +67,7 @@ class MetricsSpec:
 class ServeConfig:
     streams: list[StreamSpec]
     defaults: dict = field(default_factory=dict)
+    key_file: str | None = None  # master key for keyed modes (else MASQUERADE_KEY)
     rtsp_server: RtspServerSpec = field(default_factory=RtspServerSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
 
@@ -124,8 +125,15 @@ class Supervisor:
         self.threads: list[threading.Thread] = []
         self.server = None
         self.metrics = None
-        self._pipelines = {s.name: FramePipeline.from_config(stream_config(spec, i))
-                           for i, s in enumerate(spec.streams)}
+        configs = [stream_config(spec, i) for i in range(len(spec.streams))]
+        key = None
+        if any(c.anonymizer.mode == "deid" for c in configs):
+            from masquerade.keys import load_key
+
+            key = load_key(spec.key_file)
+        # Each stream's name is its key namespace: its tracks' passwords derive from it.
+        self._pipelines = {s.name: FramePipeline.from_config(c, key=key, stream_id=s.name)
+                           for s, c in zip(spec.streams, configs, strict=True)}
 
     def _sinks(self, index: int, config: Config) -> list[Sink]:
         stream = self.spec.streams[index]

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,12 +197,17 @@ class GstSource:
         Gst, _, _ = gstreamer()
         self._gst = Gst
         self.uri = uri
-        self.pipeline = Gst.parse_launch(
-            f'uridecodebin uri="{uri}" name=dec ! videoconvert ! video/x-raw,format=RGB '
-            "! appsink name=sink sync=false max-buffers=4 drop=true"
-        )
-        dec = self.pipeline.get_by_name("dec")
-        dec.connect("source-setup", self._on_source_setup, latency_ms)
+        tail = ("videoconvert ! video/x-raw,format=RGB "
+                "! appsink name=sink sync=false max-buffers=4 drop=true")
+        if uri.startswith(("/dev/video", "v4l2://")):
+            device = uri.removeprefix("v4l2://")
+            self.pipeline = Gst.parse_launch(f'v4l2src device="{device}" ! decodebin ! {tail}')
+        else:
+            if "://" not in uri:
+                uri = Path(uri).resolve().as_uri()
+            self.pipeline = Gst.parse_launch(f'uridecodebin uri="{uri}" name=dec ! {tail}')
+            dec = self.pipeline.get_by_name("dec")
+            dec.connect("source-setup", self._on_source_setup, latency_ms)
         self.sink = self.pipeline.get_by_name("sink")
         self.open_timeout = open_timeout
         self.corrupt_packets = 0

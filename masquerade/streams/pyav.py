@@ -38,6 +38,11 @@ def is_network_url(url: str) -> bool:
     return url.lower().startswith(NETWORK_SCHEMES)
 
 
+def is_capture_device(url: str) -> bool:
+    """A V4L2 webcam: /dev/videoN or v4l2:///dev/videoN."""
+    return url.startswith(("/dev/video", "v4l2://"))
+
+
 @dataclass
 class AudioPacket:
     """An encoded audio packet passed through untouched, with its source stream index."""
@@ -53,6 +58,9 @@ class PyAVSource:
                  timeout: float | tuple[float, float] | None = None):
         """`timeout` (open, read) seconds interrupts a stalled network read."""
         self.url = str(url)
+        device = is_capture_device(self.url)
+        if device:
+            self.url = self.url.removeprefix("v4l2://")
         if not is_network_url(self.url):
             path = Path(self.url)
             if not path.exists():
@@ -61,13 +69,15 @@ class PyAVSource:
                 raise InputError(f"input is a directory, not a video: {self.url}")
             if path.stat().st_size == 0:
                 raise InputError(f"input is an empty file: {self.url}")
-        live = is_network_url(self.url)
-        opts = dict(NETWORK_OPTIONS) if live else {}
+        live = is_network_url(self.url) or device
+        self.live = live
+        opts = dict(NETWORK_OPTIONS) if is_network_url(self.url) else {}
         if self.url.lower().startswith("rtsp"):
             opts["rtsp_transport"] = "tcp"
         opts.update(options or {})
         try:
-            self.container = av.open(self.url, mode="r", options=opts, timeout=timeout)
+            self.container = av.open(self.url, mode="r", format="v4l2" if device else None,
+                                     options=opts, timeout=timeout)
         except av.FFmpegError as exc:
             raise InputError(f"cannot open {self.url}: {_ffmpeg_reason(exc)}") from None
         if not self.container.streams.video:
@@ -143,7 +153,12 @@ class PyAVSource:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
                 self.decode_errors += 1
+                consecutive_errors += 1
                 log.debug("skipping undecodable packet in %s: %s", self.url, exc)
+                if self.live and consecutive_errors > MAX_CONSECUTIVE_ERRORS:
+                    # A camera sending garbage: end this session so the caller reconnects.
+                    raise InputError(f"{self.url}: {consecutive_errors} undecodable packets "
+                                     "in a row") from None
                 continue
             for vf in decoded:
                 yield _to_frame(vf, index, time_base)
