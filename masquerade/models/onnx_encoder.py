@@ -8,19 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from masquerade.engines.onnxruntime import create_session
 
 
 class OnnxFaceEncoder:
     """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) float32 descriptors via ONNX Runtime."""
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None) -> None:
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = create_session(onnx_path, threads)
         self.metadata: dict[str, str] = self.session.get_modelmeta().custom_metadata_map
 
     def __call__(self, chips: np.ndarray, batch_size: int = 32) -> np.ndarray:
