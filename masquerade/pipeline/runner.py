@@ -48,6 +48,7 @@ class FramePipeline:
         self.config = config
         self.stats = stats or RunStats()
         self.last_faces = Faces.empty()
+        self._since_detection = 1 << 30  # detect on the first frame
 
     @classmethod
     def from_config(cls, config: Config, stats: RunStats | None = None,
@@ -67,13 +68,17 @@ class FramePipeline:
         stats = self.stats
         stage = "detect"
         try:
-            if frame.index % self.config.detector.every_n_frames == 0:
+            # Count processed frames, not source indices: a live runner that drops frames
+            # must never skip detection because the detection frames were the dropped ones.
+            if self._since_detection + 1 >= self.config.detector.every_n_frames:
+                self._since_detection = 0
                 with stats.timed("detect"):
                     detections = detect_upright(self.detector, frame.image, frame.rotation)
                 stage = "track"
                 with stats.timed("track"):
                     faces = self.tracker.update(detections)
             else:
+                self._since_detection += 1
                 stage = "track"
                 with stats.timed("track"):
                     faces = self.tracker.predict()

@@ -179,3 +179,28 @@ def test_no_frames_means_no_output(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no video stream"):
         run_file(str(src), tmp_path / "o.mp4", load_config())
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_detection_cadence_follows_processed_frames_not_source_indices(scenario: Scenario) -> None:
+    """A live runner that drops every odd frame must still detect on every other frame
+    it processes, not never (if cadence followed source indices 1, 3, 5 ...)."""
+    from fractions import Fraction
+
+    from masquerade.streams.frames import Frame
+
+    config = load_config(overrides=["detector.every_n_frames=2"])
+    pipeline = FramePipeline.from_config(config)
+    real = pipeline.detector
+    calls = []
+
+    class Counting:
+        min_relative_face = real.min_relative_face
+
+        def detect(self, image):
+            calls.append(1)
+            return real.detect(image)
+
+    pipeline.detector = Counting()
+    for index in range(1, 40, 2):  # only odd source frames survive the queue
+        pipeline.process(Frame(scenario.render(index), index * 1000, Fraction(1, 30000), index))
+    assert len(calls) == 10
