@@ -26,8 +26,15 @@ class DlibFaceRecognizer:
         self._landmarks = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self._detector = dlib.get_frontal_face_detector()
 
-    def landmarks(self, image: np.ndarray, box: np.ndarray | None = None):
-        """5-point shape for the face in `box` (xyxy), or the largest face dlib finds."""
+    def faces(self, image: np.ndarray, upsample: int = 1) -> list:
+        """dlib rectangles of the frontal faces its HOG detector finds."""
+        return list(self._detector(np.ascontiguousarray(image), upsample))
+
+    def landmarks(self, image: np.ndarray, box=None):
+        """5-point shape for the face in `box` (xyxy or a dlib rectangle), or the largest
+        face dlib finds."""
+        if isinstance(box, self._dlib.rectangle):
+            return self._landmarks(np.ascontiguousarray(image), box)
         if box is None:
             rects = self._detector(np.ascontiguousarray(image), 1)
             if not rects:
