@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -21,6 +25,28 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "le
 MIN_RELATIVE_FACE = {"full_range": 0.08, "short_range": 0.2}
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence C++ start-up chatter (TFLite, absl) that bypasses Python's logging.
+
+    Only around graph creation and the first call; Python exceptions still propagate.
+    File descriptor 2 is process-wide, so streams starting in parallel take turns.
+    """
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class BlazeFace:
     """One pass of BlazeFace over an RGB image; tiling lives in `pipeline.detection`."""
 
@@ -33,14 +59,21 @@ class BlazeFace:
             raise ValueError(f"unknown BlazeFace model {model!r}")
         self.model = model
         self.min_relative_face = MIN_RELATIVE_FACE[model]
-        self._graph = face_detection.FaceDetection(
-            model_selection=1 if model == "full_range" else 0,
-            min_detection_confidence=min_score,
-        )
+        with quiet_native_stderr():
+            self._graph = face_detection.FaceDetection(
+                model_selection=1 if model == "full_range" else 0,
+                min_detection_confidence=min_score,
+            )
+        self._warm = False
 
     def detect(self, image: np.ndarray) -> Faces:
         h, w = image.shape[:2]
-        result = self._graph.process(np.ascontiguousarray(image))
+        if not self._warm:  # TFLite announces its delegates on the first call
+            with quiet_native_stderr():
+                result = self._graph.process(np.ascontiguousarray(image))
+            self._warm = True
+        else:
+            result = self._graph.process(np.ascontiguousarray(image))
         if not result.detections:
             return Faces.empty()
         n = len(result.detections)
