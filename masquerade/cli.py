@@ -164,6 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite = args.overwrite
         if "://" not in input_url and output.resolve() == Path(input_url).resolve():
             raise OutputError("output would overwrite the input")
+    from masquerade.streams.pyav import is_live_url
+
     if is_live_url(input_url) or is_live_url(str(output)):
         return _run_live(input_url, str(output), config, overwrite, key, args.stream_id)
     result = run_file(input_url, output, config, overwrite=overwrite, key=key,
@@ -173,13 +175,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         Path(args.summary_json).write_text(json.dumps(result.stats.as_dict(), indent=2))
     print(f"wrote {result.output}")
     return 0
-
-
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "srt://", "tcp://")
-
-
-def is_live_url(url: str) -> bool:
-    return url.lower().startswith(LIVE_SCHEMES)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -200,7 +195,7 @@ def _run_live(input_url: str, output: str, config: Config, overwrite: bool, key,
     from masquerade.pipeline.live import LiveRunner, LiveStream
     from masquerade.pipeline.runner import FramePipeline
     from masquerade.streams.live import PyAVStreamSink, ReconnectingSource
-    from masquerade.streams.pyav import PyAVFileSink, PyAVSource
+    from masquerade.streams.pyav import PyAVFileSink, PyAVSource, is_live_url
 
     stop = _stop_on_signals()
     pipeline = FramePipeline.from_config(config, key=key, stream_id=stream_id)

@@ -43,6 +43,14 @@ def is_capture_device(url: str) -> bool:
     return url.startswith(("/dev/video", "v4l2://"))
 
 
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "srt://", "tcp://")
+
+
+def is_live_url(url: str) -> bool:
+    """Sources that never end by themselves and sinks that stream (no file to finalize)."""
+    return url.lower().startswith(LIVE_SCHEMES) or is_capture_device(url)
+
+
 @dataclass
 class AudioPacket:
     """An encoded audio packet passed through untouched, with its source stream index."""

@@ -33,7 +33,7 @@ from masquerade.streams.live import (
 )
 from masquerade.streams.pyav import PyAVSource
 from masquerade.synthetic import Scenario, read_index
-from tests.conftest import die_with_parent, free_port, start_child, stop_child
+from tests.conftest import decode_video, die_with_parent, free_port, start_child, stop_child
 from tests.pipeline.test_runner import leaks_in_frames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +192,29 @@ def test_serve_runs_cameras_independently_with_metrics(tmp_path: Path) -> None:
     for path in recordings:
         with av.open(str(path)) as c:
             assert sum(1 for _ in c.decode(video=0)) > 0
+
+
+def test_cli_live_run_finalizes_recording_on_sigint(tmp_path: Path) -> None:
+    scenario = Scenario(audio=False)
+    camera, info = start_child(["tools/rtsp_camera.py", "--port", str(free_port())])
+    out = tmp_path / "live.mp4"
+    run = subprocess.Popen([sys.executable, "-m", "masquerade", "run", info["url"], "-o",
+                            str(out), "--mode", "solid", "--set", "anonymizer.color=[255,0,255]",
+                            "--set", "encoder.preset=ultrafast"], cwd=ROOT,
+                           preexec_fn=die_with_parent, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(tmp_path.glob(".live.*partial*")), 30)
+        time.sleep(3)
+        assert not out.exists()  # nothing poses as a result before the run ends
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=30)
+        assert run.returncode == 0, stderr
+        assert f"wrote {out}" in stdout
+    finally:
+        stop_child(run)
+        stop_child(camera)
+    frames = [img for _, img in decode_video(out)]
+    assert len(frames) >= 30
+    assert leaks_in(frames, scenario) == []
+    assert not list(tmp_path.glob(".*partial*"))
