@@ -134,6 +134,9 @@ class PyAVSource:
         consecutive_errors = 0
         demuxer = self.container.demux(streams)
         time_base = self.video.time_base or Fraction(1, 90000)
+        # Raw .264/.265 carry no timestamps: space frames by the (guessed) frame rate.
+        rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        ticks_per_frame = 1 / (rate * time_base)
         while True:
             try:
                 packet = next(demuxer)
@@ -169,7 +172,10 @@ class PyAVSource:
                                      "in a row") from None
                 continue
             for vf in decoded:
-                yield _to_frame(vf, index, time_base)
+                frame = _to_frame(vf, index, time_base)
+                if frame.pts is None:
+                    frame.pts = round(index * ticks_per_frame)
+                yield frame
                 index += 1
 
     def close(self) -> None:
@@ -282,8 +288,9 @@ class PyAVFileSink:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         pts = frame.pts
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
-            # Missing or repeated timestamps: keep the stream valid and monotonic.
-            pts = 0 if self._last_pts is None else self._last_pts + 1
+            # Missing or repeated timestamps: one nominal frame on, valid and monotonic.
+            step = max(1, round(1 / (self.average_rate * frame.time_base)))
+            pts = 0 if self._last_pts is None else self._last_pts + step
         self._last_pts = pts
         vf.pts = pts
         vf.time_base = frame.time_base

@@ -220,3 +220,12 @@ def test_mp4_output_has_its_index_first_for_streaming(scenario_clip: Path, tmp_p
     copy_through(scenario_clip, tmp_path / "out.mp4")
     head = (tmp_path / "out.mp4").read_bytes()[:4096]
     assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096)
+
+
+def test_raw_streams_without_timestamps_get_the_nominal_frame_rate(tmp_path: Path) -> None:
+    write_video(tmp_path / "raw.264", list(range(0, 60000, 1000)), Fraction(1, 30000),
+                fmt="h264")
+    copy_through(tmp_path / "raw.264", tmp_path / "out.mp4")
+    info = probe(tmp_path / "out.mp4")
+    assert info.frames == 60
+    assert info.duration_s == pytest.approx(60 / 25, abs=0.05)  # FFmpeg's raw-H.264 rate
