@@ -59,21 +59,18 @@ class BlazeFace:
             raise ValueError(f"unknown BlazeFace model {model!r}")
         self.model = model
         self.min_relative_face = MIN_RELATIVE_FACE[model]
+        # The graph's calculators open on their own threads and TFLite announces its
+        # delegates then: stay quiet through one warm-up call, which waits for them.
         with quiet_native_stderr():
             self._graph = face_detection.FaceDetection(
                 model_selection=1 if model == "full_range" else 0,
                 min_detection_confidence=min_score,
             )
-        self._warm = False
+            self._graph.process(np.zeros((64, 64, 3), np.uint8))
 
     def detect(self, image: np.ndarray) -> Faces:
         h, w = image.shape[:2]
-        if not self._warm:  # TFLite announces its delegates on the first call
-            with quiet_native_stderr():
-                result = self._graph.process(np.ascontiguousarray(image))
-            self._warm = True
-        else:
-            result = self._graph.process(np.ascontiguousarray(image))
+        result = self._graph.process(np.ascontiguousarray(image))
         if not result.detections:
             return Faces.empty()
         n = len(result.detections)

@@ -95,6 +95,10 @@ class PyAVSource:
         # Frame threading buffers one frame per thread: fine for files, latency for live.
         self.video.thread_type = "SLICE" if live else "AUTO"
         self.audio_streams = list(self.container.streams.audio)
+        others = len(self.container.streams) - 1 - len(self.audio_streams)
+        if others:
+            log.info("%s: %d other stream(s) (extra video, subtitles, data) are not carried "
+                     "over", self.url, others)
         self.corrupt_packets = 0
         self.decode_errors = 0
 
