@@ -85,6 +85,10 @@ class AnonymizerConfig:
     min_generator_face_px: int = _f(
         40, "deid: faces smaller than this (shorter box side) use fallback_mode instead", 8, 1024
     )
+    min_generator_score: float = _f(
+        0.75, "deid: detections less certain than this use fallback_mode (no fake face "
+        "pasted onto a false positive)", 0.0, 1.0,
+    )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
         "pixelate", "deid: classic mode for faces too small for the generator"
     )

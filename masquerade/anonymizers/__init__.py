@@ -36,7 +36,7 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
     generator = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, stream_id), d=config.privacy_level)
     return SizeGate(generator, build_classic(config.fallback_mode, config),
-                    config.min_generator_face_px)
+                    config.min_generator_face_px, config.min_generator_score)
 
 
 __all__ = [

@@ -21,6 +21,7 @@ class FaceRegion:
     box: np.ndarray
     track_id: int
     keypoints: np.ndarray | None = None
+    score: float = 1.0  # detector confidence (of the track's last detection)
 
     @property
     def face_size(self) -> float:
@@ -39,20 +40,23 @@ class Anonymizer(Protocol):
 
 
 class SizeGate:
-    """Routes faces too small for a generator to a classic anonymizer, and counts them.
+    """Routes faces a generator should not render to a classic anonymizer, and counts them.
 
-    A generator fed a 20 px face produces mush at best and a recognizable face at worst;
-    below `min_px` a classic mode is the safe choice.
+    A generator fed a 20 px face produces mush at best and a recognizable face at worst,
+    and one fed a doubtful detection pastes a face onto a wall; below `min_px` or
+    `min_score` a classic mode is the safe choice.
     """
 
-    def __init__(self, primary: Anonymizer, fallback: Anonymizer, min_px: int):
+    def __init__(self, primary: Anonymizer, fallback: Anonymizer, min_px: int,
+                 min_score: float = 0.0):
         self.primary = primary
         self.fallback = fallback
         self.min_px = min_px
+        self.min_score = min_score
         self.fallback_faces = 0
 
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
-        small = [r.face_size < self.min_px for r in regions]
+        small = [r.face_size < self.min_px or r.score < self.min_score for r in regions]
         big_out = iter(self.primary.anonymize([r for r, s in zip(regions, small, strict=True)
                                                if not s]))
         small_out = iter(self.fallback.anonymize([r for r, s in zip(regions, small, strict=True)

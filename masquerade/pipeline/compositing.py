@@ -73,6 +73,7 @@ class Compositor:
                 box=faces.xyxy[i] - off,
                 track_id=int(faces.track_ids[i]),
                 keypoints=kps,
+                score=float(faces.scores[i]),
             ))
         patches = self.anonymizer.anonymize(regions)
         for i, region, patch in zip(order, regions, patches, strict=True):

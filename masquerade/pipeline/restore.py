@@ -46,10 +46,12 @@ class TrackLog:
         self.meta = meta
         self.frames: dict[int, dict[str, list]] = {}
 
-    def record(self, pts: int | None, faces: Faces, min_px: int) -> None:
+    def record(self, pts: int | None, faces: Faces, min_px: int, min_score: float = 0.0
+               ) -> None:
         if pts is None or not len(faces):
             return
-        generated = np.minimum(faces.wh[:, 0], faces.wh[:, 1]) >= min_px
+        generated = ((np.minimum(faces.wh[:, 0], faces.wh[:, 1]) >= min_px)
+                     & (faces.scores >= min_score))
         if not generated.any():
             return
         kept = faces[np.flatnonzero(generated)]

@@ -169,7 +169,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 out = pipeline.process(item)
                 if out is not None:
                     if track_log is not None:
-                        track_log.record(out.pts, pipeline.last_faces, min_generated)
+                        track_log.record(out.pts, pipeline.last_faces, min_generated,
+                                         config.anonymizer.min_generator_score)
                     writer.put(out)
                     stats.frames_out += 1
                 bar.update(1)

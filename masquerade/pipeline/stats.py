@@ -81,8 +81,8 @@ class RunStats:
             f"ms/frame: {stages}",
         ]
         if self.fallback_faces:
-            parts.append(f"{self.fallback_faces} faces too small for the generator were "
-                         "anonymized with anonymizer.fallback_mode")
+            parts.append(f"{self.fallback_faces} faces too small or too uncertain for the "
+                         "generator were anonymized with anonymizer.fallback_mode")
         if self.frames_dropped_behind:
             parts.append(f"{self.frames_dropped_behind} frames dropped to stay real-time")
         if self.frames_dropped or self.frames_covered:

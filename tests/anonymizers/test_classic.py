@@ -74,3 +74,18 @@ def test_lfw_faces_are_not_matched_after_anonymization(recognizer, data_dir, mod
         matches += recognizer.distance(recognizer.descriptor(out, shape), original) < 0.6
     # Measured 0/100 for blur and 2/100 for pixelate (tools/eval/classic_strength.py).
     assert matches <= 2
+
+
+def test_size_gate_routes_small_and_doubtful_faces_to_the_fallback() -> None:
+    from masquerade.anonymizers import SizeGate, SolidAnonymizer
+    from masquerade.anonymizers.base import FaceRegion
+
+    def region(size: int, score: float) -> FaceRegion:
+        return FaceRegion(np.zeros((size, size, 3), np.uint8), np.array([0, 0, size, size]), 1,
+                          score=score)
+
+    gate = SizeGate(SolidAnonymizer((255, 255, 255)), SolidAnonymizer((9, 9, 9)), min_px=40,
+                    min_score=0.75)
+    out = gate.anonymize([region(100, 0.9), region(20, 0.9), region(100, 0.6)])
+    assert [int(o[0, 0, 0]) for o in out] == [255, 9, 9]
+    assert gate.fallback_faces == 2
