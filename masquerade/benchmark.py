@@ -56,14 +56,15 @@ def codec_floor(input_path: str, output: Path, config: Config) -> dict[str, floa
     return {"frames": frames, "wall_seconds": round(wall, 3), "fps": round(frames / wall, 2)}
 
 
-def run_benchmark(input_path: str | None, config: Config, frames: int = 150) -> dict[str, Any]:
+def run_benchmark(input_path: str | None, config: Config, frames: int = 150,
+                  size: tuple[int, int] = (1280, 720)) -> dict[str, Any]:
     config = dataclasses.replace(
         config, pipeline=dataclasses.replace(config.pipeline, progress=False))
     with tempfile.TemporaryDirectory(prefix="masquerade-bench-") as tmp:
         tmp_dir = Path(tmp)
         if input_path is None:
-            scenario = Scenario(width=1280, height=720, frames=frames)
-            input_path = str(tmp_dir / "bench_720p.mp4")
+            scenario = Scenario(width=size[0], height=size[1], frames=frames)
+            input_path = str(tmp_dir / f"bench_{size[0]}x{size[1]}.mp4")
             write_clip(input_path, scenario)
             log.info("generated %dx%d clip with %d frames", scenario.width, scenario.height,
                      frames)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from masquerade import __version__
 from masquerade.config import Config, describe_keys, load_config
-from masquerade.errors import MasqueradeError, OutputError
+from masquerade.errors import ConfigError, MasqueradeError, OutputError
 
 log = logging.getLogger("masquerade")
 
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("input", nargs="?", help="video file (default: generated 720p clip)")
     bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
     bench.add_argument("--frames", type=int, default=150, help="generated clip length")
+    bench.add_argument("--size", default="1280x720", metavar="WxH",
+                       help="generated clip size (default 1280x720)")
     _add_config_args(bench)
     return parser
 
@@ -267,7 +269,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from masquerade.benchmark import run_benchmark
 
     config = _load(args)
-    report = run_benchmark(args.input, config, frames=args.frames)
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    report = run_benchmark(args.input, config, frames=args.frames, size=(width, height))
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text)
