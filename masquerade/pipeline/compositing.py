@@ -8,12 +8,15 @@ anonymization is what remains on top.
 
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 
 from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
 from masquerade.config import AnonymizerConfig
 from masquerade.faces import Faces
+from masquerade.pipeline.stats import RunStats
 
 # Context around the feathered region given to the anonymizer, as a fraction of its size,
 # so blurs near the region edge average real neighbours instead of a reflected border.
@@ -43,9 +46,14 @@ def region_mask(height: int, width: int, inner: np.ndarray, shape: str, feather_
 
 
 class Compositor:
-    def __init__(self, anonymizer: Anonymizer, config: AnonymizerConfig):
+    def __init__(self, anonymizer: Anonymizer, config: AnonymizerConfig,
+                 stats: RunStats | None = None):
         self.anonymizer = anonymizer
         self.config = config
+        self.stats = stats  # times "anonymize" and "composite" separately when set
+
+    def _timed(self, stage: str) -> contextlib.AbstractContextManager[None]:
+        return self.stats.timed(stage) if self.stats is not None else contextlib.nullcontext()
 
     def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """Anonymize every face in `image` (modified in place and returned)."""
@@ -75,7 +83,15 @@ class Compositor:
                 keypoints=kps,
                 score=float(faces.scores[i]),
             ))
-        patches = self.anonymizer.anonymize(regions)
+        with self._timed("anonymize"):
+            patches = self.anonymizer.anonymize(regions)
+        with self._timed("composite"):
+            self._blend(image, order, regions, patches, crop, inner, feather)
+        return image
+
+    def _blend(self, image: np.ndarray, order: list[int], regions: list[FaceRegion],
+               patches: list[np.ndarray], crop: np.ndarray, inner: np.ndarray,
+               feather: np.ndarray) -> None:
         for i, region, patch in zip(order, regions, patches, strict=True):
             x1, y1, x2, y2 = crop[i]
             rh, rw = region.pixels.shape[:2]
@@ -87,7 +103,6 @@ class Compositor:
             patch = np.ascontiguousarray(patch, dtype=np.uint8)
             image[y1:y2, x1:x2] = cv2.blendLinear(patch, np.ascontiguousarray(current), alpha,
                                                   1.0 - alpha)
-        return image
 
 
 def cover_frame(image: np.ndarray, blocks: int = 8) -> np.ndarray:

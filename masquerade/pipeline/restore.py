@@ -118,7 +118,7 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
                 d=float(meta["privacy_level"]), key=InverseKey(IdentityKey()))
             # Mask, padding and feather exactly as the de-identifying run used them.
             compositor = Compositor(anonymizer, build_dataclass(AnonymizerConfig,
-                                                                meta["anonymizer"]))
+                                                                meta["anonymizer"]), stats)
             for item in source:
                 if isinstance(item, AudioPacket):
                     sink.write_audio(item)
@@ -126,8 +126,7 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
                 assert isinstance(item, Frame)
                 stats.frames_in += 1
                 faces = track_log.faces_at(item.pts)
-                with stats.timed("anonymize"):
-                    compositor.apply(item.image, faces)
+                compositor.apply(item.image, faces)
                 stats.faces += len(faces)
                 with stats.timed("encode"):
                     sink.write(item)

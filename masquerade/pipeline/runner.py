@@ -46,9 +46,19 @@ class FramePipeline:
         self.tracker = tracker
         self.compositor = compositor
         self.config = config
-        self.stats = stats or RunStats()
+        self._stats = stats or RunStats()
+        self.compositor.stats = self._stats
         self.last_faces = Faces.empty()
         self._since_detection = 1 << 30  # detect on the first frame
+
+    @property
+    def stats(self) -> RunStats:
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: RunStats) -> None:
+        self._stats = stats
+        self.compositor.stats = stats
 
     @classmethod
     def from_config(cls, config: Config, stats: RunStats | None = None,
@@ -83,8 +93,7 @@ class FramePipeline:
                 with stats.timed("track"):
                     faces = self.tracker.predict()
             stage = "anonymize"
-            with stats.timed("anonymize"):
-                self.compositor.apply(frame.image, faces)
+            self.compositor.apply(frame.image, faces)  # times anonymize and composite
         except Exception as exc:
             return self._fail_closed(frame, stage, exc)
         self.last_faces = faces

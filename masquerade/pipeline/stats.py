@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("decode", "detect", "track", "anonymize", "encode")
+STAGES = ("decode", "detect", "track", "anonymize", "composite", "encode")
 # Upper bounds (seconds) of the per-stage latency histogram exported to Prometheus.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
