@@ -89,6 +89,10 @@ class AnonymizerConfig:
         0.75, "deid: detections less certain than this use fallback_mode (no fake face "
         "pasted onto a false positive)", 0.0, 1.0,
     )
+    temporal_smoothing: float = _f(
+        0.4, "deid: weight of a track's previous generated face in the current one "
+        "(0 = none; more is steadier but trails fast motion)", 0.0, 0.9,
+    )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
         "pixelate", "deid: classic mode for faces too small for the generator"
     )

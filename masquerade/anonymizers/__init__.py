@@ -2,7 +2,7 @@
 
 import functools
 
-from masquerade.anonymizers.base import Anonymizer, FaceRegion, SizeGate
+from masquerade.anonymizers.base import Anonymizer, FaceRegion, SizeGate, TemporalBlend
 from masquerade.anonymizers.classic import (
     BlurAnonymizer,
     PixelateAnonymizer,
@@ -35,8 +35,9 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
 
     generator = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, stream_id), d=config.privacy_level)
-    return SizeGate(generator, build_classic(config.fallback_mode, config),
+    gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)
+    return TemporalBlend(gate, alpha=1.0 - config.temporal_smoothing)
 
 
 __all__ = [

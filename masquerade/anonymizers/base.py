@@ -63,3 +63,52 @@ class SizeGate:
                                                   if s]))
         self.fallback_faces += sum(small)
         return [next(small_out) if s else next(big_out) for s in small]
+
+
+class TemporalBlend:
+    """Steadies generated faces: each track's output is blended with its previous one.
+
+    A generator run frame by frame re-renders skin and eyes slightly differently each
+    time, which reads as flicker. The previous output, scaled to the new face box, is
+    mixed in with weight `1 - alpha`; alpha = 1 turns this off.
+    """
+
+    def __init__(self, inner: Anonymizer, alpha: float = 0.6, max_tracks: int = 1024):
+        self.inner = inner
+        self.alpha = alpha
+        self.max_tracks = max_tracks
+        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def fallback_faces(self) -> int:
+        return getattr(self.inner, "fallback_faces", 0)
+
+    def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
+        import cv2
+
+        outputs = self.inner.anonymize(regions)
+        if self.alpha >= 1.0:
+            return outputs
+        steadied = []
+        for region, out in zip(regions, outputs, strict=True):
+            previous = self._last.get(region.track_id)
+            out = np.asarray(out)
+            if previous is not None:
+                prev_face, _ = previous
+                x1, y1, x2, y2 = np.round(region.box).astype(int)
+                x1, y1 = max(x1, 0), max(y1, 0)
+                x2, y2 = min(x2, out.shape[1]), min(y2, out.shape[0])
+                if x2 > x1 and y2 > y1:
+                    warped = cv2.resize(prev_face, (x2 - x1, y2 - y1),
+                                        interpolation=cv2.INTER_LINEAR)
+                    out = out.copy()
+                    out[y1:y2, x1:x2] = cv2.addWeighted(out[y1:y2, x1:x2], self.alpha, warped,
+                                                        1.0 - self.alpha, 0.0)
+            x1, y1, x2, y2 = np.round(region.box).astype(int)
+            face = out[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
+            if face.size:
+                self._last[region.track_id] = (face.copy(), region.box.copy())
+                if len(self._last) > self.max_tracks:
+                    self._last.pop(next(iter(self._last)))
+            steadied.append(out)
+        return steadied

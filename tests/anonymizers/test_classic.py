@@ -89,3 +89,28 @@ def test_size_gate_routes_small_and_doubtful_faces_to_the_fallback() -> None:
     out = gate.anonymize([region(100, 0.9), region(20, 0.9), region(100, 0.6)])
     assert [int(o[0, 0, 0]) for o in out] == [255, 9, 9]
     assert gate.fallback_faces == 2
+
+
+def test_temporal_blend_mixes_a_tracks_previous_output() -> None:
+    from masquerade.anonymizers import TemporalBlend
+    from masquerade.anonymizers.base import FaceRegion
+
+    class Alternating:
+        calls = 0
+
+        def anonymize(self, regions):
+            self.calls += 1
+            value = 200 if self.calls % 2 else 0
+            return [np.full_like(r.pixels, value) for r in regions]
+
+    def region(track: int) -> FaceRegion:
+        return FaceRegion(np.zeros((60, 60, 3), np.uint8), np.array([10, 10, 50, 50]), track)
+
+    blend = TemporalBlend(Alternating(), alpha=0.5)
+    first = blend.anonymize([region(1)])[0]
+    second = blend.anonymize([region(1)])[0]
+    assert first[30, 30, 0] == 200
+    assert second[30, 30, 0] == 100  # half of the previous 200, inside the face box
+    assert second[5, 5, 0] == 0  # outside the box: untouched
+    other = blend.anonymize([region(2)])[0]
+    assert other[30, 30, 0] == 200  # a new track starts from its own output

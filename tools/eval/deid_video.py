@@ -32,6 +32,7 @@ from masquerade.pipeline.restore import restore_file
 from masquerade.pipeline.runner import run_file
 
 log = logging.getLogger("deid_video")
+EXTRA: list[str] = []  # config overrides from --set
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -40,7 +41,7 @@ def decode(path: Path) -> list[np.ndarray]:
 
 
 def evaluate(clip: Path, work: Path, every: int, rec: DlibFaceRecognizer) -> dict:
-    config = load_config(overrides=["anonymizer.mode=deid", "pipeline.progress=false",
+    config = load_config(overrides=["anonymizer.mode=deid", "pipeline.progress=false", *EXTRA,
                                     "encoder.preset=veryfast"])
     key = SecretKey.from_passphrase("evaluation passphrase")
     deid = run_file(str(clip), work / "deid.mp4", config, key=key, overwrite=True).output
@@ -88,7 +89,10 @@ def main() -> None:
     parser.add_argument("clips", nargs="*", type=Path)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("deid_video.json"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="run config override, e.g. anonymizer.temporal_smoothing=0")
     args = parser.parse_args()
+    EXTRA.extend(args.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     clips = args.clips or sorted((data_root() / "video").glob("talking_head_d1*.mp4"))
     rec = DlibFaceRecognizer()
