@@ -23,6 +23,13 @@ def build_classic(mode: str, config: AnonymizerConfig) -> Anonymizer:
     return SolidAnonymizer(config.color)
 
 
+def identity_key(config: AnonymizerConfig):
+    """The keyed rotation M with the configured angle curve (shared by run and restore)."""
+    from masquerade.keys.rotation import IdentityKey, PrivacyCurve
+
+    return IdentityKey(curve=PrivacyCurve(max_angle_deg=config.max_identity_angle))
+
+
 def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
                      stream_id: str = "default") -> Anonymizer:
     """The configured anonymizer; keyed modes derive each track's password from `key`."""
@@ -34,7 +41,8 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
     from masquerade.anonymizers.deid import KeyedDeidAnonymizer
 
     generator = KeyedDeidAnonymizer(
-        password=functools.partial(key.track_password, stream_id), d=config.privacy_level)
+        password=functools.partial(key.track_password, stream_id), d=config.privacy_level,
+        key=identity_key(config))
     gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)
     return TemporalBlend(gate, alpha=1.0 - config.temporal_smoothing)

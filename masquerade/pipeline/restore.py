@@ -102,11 +102,13 @@ class InverseKey:
 
 def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
                  key: SecretKey, *, overwrite: bool = False) -> RunResult:
+    from masquerade.anonymizers import identity_key
     from masquerade.anonymizers.deid import KeyedDeidAnonymizer
-    from masquerade.keys.rotation import IdentityKey
 
     track_log = TrackLog.read(track_log_path(input_url))
     meta = track_log.meta
+    # Mask, padding, feather and the identity angle exactly as the de-identifying run had.
+    run_config = build_dataclass(AnonymizerConfig, meta["anonymizer"])
     stats = RunStats()
     start = time.perf_counter()
     with PyAVSource(input_url) as source:
@@ -115,10 +117,8 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
         try:
             anonymizer = KeyedDeidAnonymizer(
                 password=functools.partial(key.track_password, meta["stream_id"]),
-                d=float(meta["privacy_level"]), key=InverseKey(IdentityKey()))
-            # Mask, padding and feather exactly as the de-identifying run used them.
-            compositor = Compositor(anonymizer, build_dataclass(AnonymizerConfig,
-                                                                meta["anonymizer"]), stats)
+                d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)))
+            compositor = Compositor(anonymizer, run_config, stats)
             for item in source:
                 if isinstance(item, AudioPacket):
                     sink.write_audio(item)

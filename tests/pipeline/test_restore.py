@@ -46,12 +46,14 @@ def test_restore_without_a_valid_track_log_is_an_input_error(tmp_path: Path,
 @needs_weights
 @pytest.mark.slow
 def test_deid_then_restore(scenario_clip: Path, tmp_path: Path) -> None:
-    config = load_config(overrides=["anonymizer.mode=deid", "pipeline.progress=false"])
+    config = load_config(overrides=["anonymizer.mode=deid", "pipeline.progress=false",
+                                    "anonymizer.max_identity_angle=120"])
     key = SecretKey.from_passphrase("correct horse battery")
     out = run_file(str(scenario_clip), tmp_path / "deid.mp4", config, key=key, stream_id="s1")
     assert out.stats.fallback_faces > 0  # the 28 px face is below min_generator_face_px
     log = TrackLog.read(track_log_path(out.output))
     assert log.meta["stream_id"] == "s1" and len(log.frames) >= 80
+    assert log.meta["anonymizer"]["max_identity_angle"] == 120  # restore inverts the same M
     right = restore_file(str(out.output), tmp_path / "right.mp4", config, key)
     wrong = restore_file(str(out.output), tmp_path / "wrong.mp4", config,
                          SecretKey.from_passphrase("another passphrase"))
@@ -62,3 +64,15 @@ def test_deid_then_restore(scenario_clip: Path, tmp_path: Path) -> None:
     face = (slice(y1, y2), slice(x1, x2))
     assert np.abs(b[10][1][face].astype(int) - a[10][1][face]).mean() > 2
     assert np.abs(b[10][1][face].astype(int) - c[10][1][face]).mean() > 2
+
+
+def test_identity_angle_comes_from_config_and_inverts() -> None:
+    from masquerade.anonymizers import identity_key
+    from masquerade.config import AnonymizerConfig
+
+    k90 = identity_key(AnonymizerConfig())
+    k120 = identity_key(AnonymizerConfig(max_identity_angle=120.0))
+    z = k90.centre + np.random.default_rng(0).normal(scale=0.1, size=128)
+    a, b = k90.apply(z, b"track-1", 1.0), k120.apply(z, b"track-1", 1.0)
+    assert np.linalg.norm(b - z) > np.linalg.norm(a - z) + 0.01  # a larger angle moves further
+    np.testing.assert_allclose(k120.invert(b, b"track-1", 1.0), z, atol=1e-9)
