@@ -39,6 +39,15 @@ class Anonymizer(Protocol):
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]: ...
 
 
+def uses_generator(face_size: float | np.ndarray, score: float | np.ndarray, min_px: int,
+                   min_score: float) -> bool | np.ndarray:
+    """Whether a face (or an array of faces) is big and certain enough to be generated.
+
+    Shared by `SizeGate` and the track log, so restore re-renders exactly those faces.
+    """
+    return (np.asarray(face_size) >= min_px) & (np.asarray(score) >= min_score)
+
+
 class SizeGate:
     """Routes faces a generator should not render to a classic anonymizer, and counts them.
 
@@ -56,7 +65,8 @@ class SizeGate:
         self.fallback_faces = 0
 
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
-        small = [r.face_size < self.min_px or r.score < self.min_score for r in regions]
+        small = [not uses_generator(r.face_size, r.score, self.min_px, self.min_score)
+                 for r in regions]
         big_out = iter(self.primary.anonymize([r for r, s in zip(regions, small, strict=True)
                                                if not s]))
         small_out = iter(self.fallback.anonymize([r for r, s in zip(regions, small, strict=True)
@@ -77,7 +87,7 @@ class TemporalBlend:
         self.inner = inner
         self.alpha = alpha
         self.max_tracks = max_tracks
-        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._last: dict[int, np.ndarray] = {}  # each track's last output face
 
     @property
     def fallback_faces(self) -> int:
@@ -91,24 +101,21 @@ class TemporalBlend:
             return outputs
         steadied = []
         for region, out in zip(regions, outputs, strict=True):
-            previous = self._last.get(region.track_id)
             out = np.asarray(out)
-            if previous is not None:
-                prev_face, _ = previous
-                x1, y1, x2, y2 = np.round(region.box).astype(int)
-                x1, y1 = max(x1, 0), max(y1, 0)
-                x2, y2 = min(x2, out.shape[1]), min(y2, out.shape[0])
-                if x2 > x1 and y2 > y1:
-                    warped = cv2.resize(prev_face, (x2 - x1, y2 - y1),
-                                        interpolation=cv2.INTER_LINEAR)
-                    out = out.copy()
-                    out[y1:y2, x1:x2] = cv2.addWeighted(out[y1:y2, x1:x2], self.alpha, warped,
-                                                        1.0 - self.alpha, 0.0)
             x1, y1, x2, y2 = np.round(region.box).astype(int)
-            face = out[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
-            if face.size:
-                self._last[region.track_id] = (face.copy(), region.box.copy())
-                if len(self._last) > self.max_tracks:
-                    self._last.pop(next(iter(self._last)))
+            x1, y1 = max(x1, 0), max(y1, 0)
+            x2, y2 = min(x2, out.shape[1]), min(y2, out.shape[0])
+            if x2 <= x1 or y2 <= y1:
+                steadied.append(out)
+                continue
+            previous = self._last.get(region.track_id)
+            if previous is not None:
+                warped = cv2.resize(previous, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+                out = out.copy()
+                out[y1:y2, x1:x2] = cv2.addWeighted(out[y1:y2, x1:x2], self.alpha, warped,
+                                                    1.0 - self.alpha, 0.0)
+            self._last[region.track_id] = out[y1:y2, x1:x2].copy()
+            if len(self._last) > self.max_tracks:
+                self._last.pop(next(iter(self._last)))
             steadied.append(out)
         return steadied

@@ -15,20 +15,19 @@ import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from masquerade.anonymizers.base import uses_generator
 from masquerade.config import AnonymizerConfig, Config, build_dataclass
 from masquerade.errors import InputError
 from masquerade.faces import Faces
 from masquerade.keys import SecretKey
 from masquerade.pipeline.compositing import Compositor
-from masquerade.pipeline.runner import RunResult
-from masquerade.pipeline.stats import RunStats
-from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
+from masquerade.pipeline.runner import FramePipeline, RunResult, run_file
+from masquerade.streams import Frame
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class TrackLog:
                ) -> None:
         if pts is None or not len(faces):
             return
-        generated = ((np.minimum(faces.wh[:, 0], faces.wh[:, 1]) >= min_px)
-                     & (faces.scores >= min_score))
+        size = np.maximum(1.0, np.minimum(faces.wh[:, 0], faces.wh[:, 1]))  # as FaceRegion
+        generated = uses_generator(size, faces.scores, min_px, min_score)
         if not generated.any():
             return
         kept = faces[np.flatnonzero(generated)]
@@ -100,6 +99,23 @@ class InverseKey:
         return self.key.invert(z, password, d)
 
 
+class TrackLogPipeline(FramePipeline):
+    """Replays the faces of a track log instead of detecting and tracking them."""
+
+    def __init__(self, track_log: TrackLog, compositor: Compositor, config: Config):
+        super().__init__(detector=None, tracker=None, compositor=compositor,  # type: ignore[arg-type]
+                         config=config)
+        self.track_log = track_log
+
+    def process(self, frame: Frame) -> Frame:
+        # No fail-closed cover here: a restore that cannot render should stop, not hide.
+        faces = self.track_log.faces_at(frame.pts)
+        self.compositor.apply(frame.image, faces)
+        self.last_faces = faces
+        self.stats.faces += len(faces)
+        return frame
+
+
 def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
                  key: SecretKey, *, overwrite: bool = False) -> RunResult:
     from masquerade.anonymizers import identity_key
@@ -109,33 +125,9 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
     meta = track_log.meta
     # Mask, padding, feather and the identity angle exactly as the de-identifying run had.
     run_config = build_dataclass(AnonymizerConfig, meta["anonymizer"])
-    stats = RunStats()
-    start = time.perf_counter()
-    with PyAVSource(input_url) as source:
-        sink = PyAVFileSink(output, config.encoder, average_rate=source.info.average_rate,
-                            audio_templates=source.audio_streams, overwrite=overwrite)
-        try:
-            anonymizer = KeyedDeidAnonymizer(
-                password=functools.partial(key.track_password, meta["stream_id"]),
-                d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)))
-            compositor = Compositor(anonymizer, run_config, stats)
-            for item in source:
-                if isinstance(item, AudioPacket):
-                    sink.write_audio(item)
-                    continue
-                assert isinstance(item, Frame)
-                stats.frames_in += 1
-                faces = track_log.faces_at(item.pts)
-                compositor.apply(item.image, faces)
-                stats.faces += len(faces)
-                with stats.timed("encode"):
-                    sink.write(item)
-                stats.frames_out += 1
-            if stats.frames_in == 0:
-                raise InputError(f"{input_url}: no decodable video frames")
-            path = sink.close()
-        except BaseException:
-            sink.abort()
-            raise
-    stats.wall_seconds = time.perf_counter() - start
-    return RunResult(path, stats)
+    anonymizer = KeyedDeidAnonymizer(
+        password=functools.partial(key.track_password, meta["stream_id"]),
+        d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)))
+    pipeline = TrackLogPipeline(track_log, Compositor(anonymizer, run_config), config)
+    return run_file(input_url, output, config, overwrite=overwrite, pipeline=pipeline,
+                    record_tracks=False)

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,10 +126,12 @@ class RunResult:
 
 def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
              overwrite: bool = False, pipeline: FramePipeline | None = None,
-             key: SecretKey | None = None, stream_id: str = "default") -> RunResult:
-    """Anonymize a file or URL into a new file; the output appears only on success."""
-    import time
+             key: SecretKey | None = None, stream_id: str = "default",
+             record_tracks: bool | None = None) -> RunResult:
+    """Anonymize a file or URL into a new file; the output appears only on success.
 
+    `record_tracks` writes OUTPUT.tracks.json for `restore`; by default in keyed modes.
+    """
     stats = RunStats()
     start = time.perf_counter()
     with PyAVSource(input_url) as source:
@@ -154,8 +157,9 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
         # Keyed modes leave a track log beside the output so `restore` knows which track
         # (hence which password) each generated face belongs to.
         track_log = None
-        min_generated = config.anonymizer.min_generator_face_px
-        if config.anonymizer.mode == "deid":
+        if record_tracks is None:
+            record_tracks = config.anonymizer.mode == "deid"
+        if record_tracks:
             from masquerade.pipeline.restore import TrackLog
 
             track_log = TrackLog({"stream_id": stream_id,
@@ -178,7 +182,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 out = pipeline.process(item)
                 if out is not None:
                     if track_log is not None:
-                        track_log.record(out.pts, pipeline.last_faces, min_generated,
+                        track_log.record(out.pts, pipeline.last_faces,
+                                         config.anonymizer.min_generator_face_px,
                                          config.anonymizer.min_generator_score)
                     writer.put(out)
                     stats.frames_out += 1
