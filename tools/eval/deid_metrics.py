@@ -1,18 +1,24 @@
-"""Measure the keyed de-identification model on LFW TEST-split faces; write a sample grid.
+"""Measure keyed de-identification on LFW TEST-split faces; write JSON and a sample grid.
 
-    python tools/eval/deid_metrics.py [--weights masquerade/models/weights] [--n 50]
+    python tools/eval/deid_metrics.py [--n 50] [--max-angle 90] [--weights DIR]
 
-For the first image of the first `n` TEST people (sorted by name; never seen in training):
-* de-identification: G(M(z, f(p), d), E_attr(x)) with a per-face random password, d in
-  {0.5, 1.0}; the fraction of outputs whose dlib distance to the original face is below
-  0.6 (dlib's same-person threshold; lower is better) and the mean cos(E_id(out), target);
-* reconstruction: G(z, E_attr(x)) against the crop x: PSNR, SSIM, dlib distance;
-* swap: G(z of the next test face, E_attr(x)), a real and distant identity; the
-  target_* entries say where a perfect generator would land.
-Distances use the original's full-resolution 150x150 chip; `baseline_resize_distance` is
-what the 96 px crop costs alone (original crop upsampled to 150 vs the full-res chip).
-Reference identities f(p): the shipped library if present, else LFW train-person means
-from the training cache. Grid: original | reconstruction | d=0.5 | d=1.0 for 8 faces.
+Probes: the first image of the first `n` TEST people (sorted by name; never seen in
+training) who have at least two images; their other images (up to 4) form the gallery.
+Every number uses dlib's recognizer (distance < 0.6 = same person) on the full-resolution
+150x150 chip of the original, and the pipeline's own rotation (`IdentityKey`, centred).
+For each privacy level d, with two random passwords A and B per face:
+* protection: share of G(M(z, A, d), E_attr(x)) still matching the original (lower is
+  better), and gallery protection: share of de-identified probes matching any other image
+  of the same person (the original probes' share is the baseline);
+* diversity: share of faces whose A and B versions are different people (> 0.6);
+* recovery: restore from the de-identified crop alone (z = M^-1(E_id(y), A, d), then
+  G(z, E_attr(y))): share matching the original, PSNR/SSIM vs the original crop; with a
+  wrong password C the restore must not match;
+* utility: BlazeFace (short range) detection rate on the de-identified crops, mean
+  keypoint displacement in crop pixels, PSNR/SSIM de-identified vs original.
+Plus the reconstruction G(z, E_attr(x)) and the share of rotation targets that are
+themselves within 0.6 of the original (where a perfect generator would land).
+Grid: original | d=1 password A | password B | restored (right key) | restored (wrong key).
 """
 
 from __future__ import annotations
@@ -29,37 +35,53 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from masquerade.alignment import ARCFACE_112, DLIB_CHIP, estimate_transforms, warp_faces
 from masquerade.anonymizers.deid import CHIP, WEIGHTS_DIR, DeidGenerator
 from masquerade.datasets import REPO_ROOT, is_train_person, lfw_root, load_rgb
-from masquerade.keys.reference import ReferenceLibrary
-from masquerade.keys.rotation import PrivacyCurve, rotate
+from masquerade.engines.blazeface import BlazeFace
+from masquerade.keys.rotation import IdentityKey, PrivacyCurve
 from masquerade.models.dlib_resnet import FaceEncoder
 
 log = logging.getLogger("deid_metrics")
 THRESHOLD = 0.6
+DETECT_SIZE = 192  # BlazeFace short range runs at 128; upsample the 96 px crops first
 
 
-def library(cache: Path, size: int) -> ReferenceLibrary:
-    try:
-        return ReferenceLibrary.load()
-    except FileNotFoundError:
-        meta = np.load(cache / f"meta_{size}.npz")
-        z = np.load(cache / f"embeddings_{size}.npy").astype(np.float64)
-        names, inverse, counts = np.unique(meta["person"], return_inverse=True,
-                                           return_counts=True)
-        keep = [i for i, n in enumerate(names) if n and counts[i] >= 2]
-        return ReferenceLibrary(np.stack([z[inverse == i].mean(0) for i in keep]))
-
-
-def test_faces(n: int) -> list[Path]:
+def test_people(n: int) -> list[list[Path]]:
     root = lfw_root()
-    people = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_train_person(p.name))
-    return [sorted((root / p).glob("*.jpg"))[0] for p in people[:n]]
+    people = []
+    for p in sorted(q.name for q in root.iterdir() if q.is_dir() and not is_train_person(q.name)):
+        images = sorted((root / p).glob("*.jpg"))
+        if len(images) >= 2:
+            people.append(images[:5])
+        if len(people) == n:
+            break
+    return people
+
+
+def mean_psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    psnr = [peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b, strict=True)]
+    ssim = [structural_similarity(x, y, channel_axis=2, data_range=255)
+            for x, y in zip(a, b, strict=True)]
+    return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+def detect(detector: BlazeFace, faces: np.ndarray) -> list[np.ndarray | None]:
+    """Keypoints (6, 2) in crop pixels of the best detection per crop, or None."""
+    scale = faces.shape[1] / DETECT_SIZE
+    out = []
+    for f in faces:
+        found = detector.detect(cv2.resize(f, (DETECT_SIZE,) * 2, interpolation=cv2.INTER_CUBIC))
+        if len(found) == 0:
+            out.append(None)
+        else:
+            out.append(found.keypoints[int(np.argmax(found.scores))] * scale)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--n", type=int, default=50)
-    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "cache" / "deid")
+    parser.add_argument("--max-angle", type=float, default=90.0,
+                        help="identity rotation at d=1, degrees (anonymizer.max_identity_angle)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "deid_metrics.json")
     parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "deid_samples.png")
     parser.add_argument("--seed", type=int, default=0)
@@ -68,74 +90,91 @@ def main() -> None:
     gen = DeidGenerator(args.weights, threads=2)
     crop = gen.crop
     encoder = FaceEncoder(threads=2)
-    lib = library(args.cache, crop.size)
-    images = [load_rgb(p) for p in test_faces(args.n)]
+    key = IdentityKey(curve=PrivacyCurve(max_angle_deg=args.max_angle))
+    detector = BlazeFace("short_range", min_score=0.5)
+    people = test_people(args.n)
     m_crop = estimate_transforms(ARCFACE_112[None], "arcface5", crop)[0]
     m_chip = estimate_transforms(ARCFACE_112[None], "arcface5", DLIB_CHIP)[0]
-    x = np.stack([cv2.warpAffine(im, m_crop, (crop.size,) * 2, flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE) for im in images])
-    chips = np.concatenate([warp_faces(im, m_chip, DLIB_CHIP.size) for im in images])
 
-    def up(faces: np.ndarray) -> np.ndarray:  # crop -> E_id chip, as in training
+    def chips_of(images: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([warp_faces(im, m_chip, DLIB_CHIP.size) for im in images])
+
+    def up(faces: np.ndarray) -> np.ndarray:  # crop -> E_id chip, as in the pipeline
         return np.stack([cv2.resize(f, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR)
                          for f in faces])
 
-    z_orig = encoder(chips)  # the original person, full resolution
-    z = encoder(up(x))  # what the generator is conditioned on
+    probes = [load_rgb(p[0]) for p in people]
+    x = np.stack([cv2.warpAffine(im, m_crop, (crop.size,) * 2, flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE) for im in probes])
+    z_orig = encoder(chips_of(probes))  # the original person, full resolution
+    galleries = [encoder(chips_of([load_rgb(q) for q in p[1:]])) for p in people]
+    z = encoder(up(x))  # what the pipeline conditions on
     rng = np.random.default_rng(args.seed)
-    targets = np.stack([lib.target(rng.bytes(16)) for _ in images])
+    pw = {name: [rng.bytes(16) for _ in people] for name in "ABC"}
 
-    def dist(a: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(a - z_orig, axis=1)
+    def dist(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        return np.linalg.norm(a - (z_orig if b is None else b), axis=1)
 
-    def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    def gallery_rate(e: np.ndarray) -> float:
+        hits = [np.linalg.norm(g - ei, axis=1).min() < THRESHOLD
+                for ei, g in zip(e, galleries, strict=True)]
+        return float(np.mean(hits))
 
+    kp_orig = detect(detector, x)
     rec = gen(x, z)
-    z_rec = encoder(up(rec))
-    psnr = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(x, rec, strict=True)]
-    ssim = [structural_similarity(a, b, channel_axis=2, data_range=255)
-            for a, b in zip(x, rec, strict=True)]
+    psnr, ssim = mean_psnr_ssim(x, rec)
     result: dict[str, object] = {
-        "faces": len(images), "crop": [crop.size, crop.padding],
+        "faces": len(people), "gallery_images": int(sum(len(g) for g in galleries)),
+        "crop": [crop.size, crop.padding], "max_identity_angle": args.max_angle,
         "baseline_resize_distance": float(dist(z).mean()),
-        "reconstruction": {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
-                           "dlib_distance": float(dist(z_rec).mean()),
-                           "cos_to_own": float(cos(z_rec, z).mean()),
-                           "same_person_rate": float((dist(z_rec) < THRESHOLD).mean())},
+        "original_gallery_match_rate": gallery_rate(z_orig),
+        "original_detection_rate": float(np.mean([k is not None for k in kp_orig])),
+        "reconstruction": {"psnr": psnr, "ssim": ssim,
+                           "same_person_rate": float((dist(encoder(up(rec))) < THRESHOLD).mean())},
     }
-    outputs = {}
+    grid_rows = None
     for d in (0.5, 1.0):
-        z_new = rotate(z.astype(np.float64), targets, PrivacyCurve().angle(d)).astype(np.float32)
-        out = gen(x, z_new)
-        z_out = encoder(up(out))
-        outputs[d] = out
+        z_a = key.apply(z, pw["A"], d).astype(np.float32)
+        z_b = key.apply(z, pw["B"], d).astype(np.float32)
+        y_a, y_b = gen(x, z_a), gen(x, z_b)
+        e_a, e_b = encoder(up(y_a)), encoder(up(y_b))
+        restored = gen(y_a, key.invert(e_a, pw["A"], d).astype(np.float32))
+        wrong = gen(y_a, key.invert(e_a, pw["C"], d).astype(np.float32))
+        e_r, e_w = encoder(up(restored)), encoder(up(wrong))
+        kp_fake = detect(detector, y_a)
+        shifts = [np.linalg.norm(a - b, axis=1).mean()
+                  for a, b in zip(kp_orig, kp_fake, strict=True) if a is not None and b is not None]
+        p_deid, s_deid = mean_psnr_ssim(x, y_a)
+        p_rest, s_rest = mean_psnr_ssim(x, restored)
         result[f"d={d}"] = {
-            "same_person_rate": float((dist(z_out) < THRESHOLD).mean()),
-            "dlib_distance": float(dist(z_out).mean()),
-            "cos_to_target": float(cos(z_out, z_new).mean()),
-            "l_id": float(1 - cos(z_out, z_new).mean()),
-            "target_distance": float(dist(z_new).mean()),
-            "target_same_person_rate": float((dist(z_new) < THRESHOLD).mean()),
+            "protection": {
+                "same_person_rate": float((dist(e_a) < THRESHOLD).mean()),
+                "mean_distance": float(dist(e_a).mean()),
+                "gallery_match_rate": gallery_rate(e_a),
+                "target_same_person_rate": float((dist(z_a) < THRESHOLD).mean()),
+                "cos_to_target": float(((e_a * z_a).sum(1) / np.linalg.norm(e_a, axis=1)
+                                        / np.linalg.norm(z_a, axis=1)).mean()),
+            },
+            "diversity_different_rate": float((dist(e_a, e_b) >= THRESHOLD).mean()),
+            "recovery": {
+                "same_person_rate": float((dist(e_r) < THRESHOLD).mean()),
+                "psnr": p_rest, "ssim": s_rest,
+                "wrong_key_same_person_rate": float((dist(e_w) < THRESHOLD).mean()),
+            },
+            "utility": {
+                "detection_rate": float(np.mean([k is not None for k in kp_fake])),
+                "keypoint_displacement_px": float(np.mean(shifts)) if shifts else None,
+                "psnr": p_deid, "ssim": s_deid,
+            },
         }
-    # identity swap: another TEST person's descriptor (a real, distant identity)
-    z_swap = np.roll(z, 1, axis=0)
-    z_out = encoder(up(gen(x, z_swap)))
-    result["swap"] = {
-        "same_person_rate": float((dist(z_out) < THRESHOLD).mean()),
-        "dlib_distance": float(dist(z_out).mean()),
-        "cos_to_target": float(cos(z_out, z_swap).mean()),
-        "l_id": float(1 - cos(z_out, z_swap).mean()),
-        "target_distance": float(dist(z_swap).mean()),
-        "target_same_person_rate": float((dist(z_swap) < THRESHOLD).mean()),
-    }
+        if d == 1.0:
+            grid_rows = [np.concatenate([x[i], y_a[i], y_b[i], restored[i], wrong[i]], 1)
+                         for i in range(min(8, len(people)))]
+    detector.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info(json.dumps(result, indent=2))
-    k = min(8, len(images))
-    rows = [np.concatenate([x[i], rec[i], outputs[0.5][i], outputs[1.0][i]], 1) for i in range(k)]
-    grid = np.concatenate(rows, 0)
-    cv2.imwrite(str(args.grid), grid[:, :, ::-1])
+    cv2.imwrite(str(args.grid), np.concatenate(grid_rows, 0)[:, :, ::-1])
     log.info("wrote %s and %s", args.out, args.grid)
 
 
