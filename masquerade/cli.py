@@ -1,4 +1,4 @@
-"""`masquerade` command line: run, probe, bench.
+"""`masquerade` command line: run, restore, probe, bench, serve, export.
 
 User errors (bad input, config or output) end as one line on stderr and a non-zero exit;
 only a bug shows a traceback, and `--debug` shows it for anything.
@@ -108,12 +108,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", required=True, metavar="FILE", help="cameras YAML")
 
+    export = sub.add_parser(
+        "export", help="write the networks' ONNX files and build TensorRT engines",
+        description="Copy every network as ONNX (dynamic batch, opset in the manifest) into "
+                    "OUT; with --tensorrt, also build TensorRT engines into the engine cache "
+                    "(keyed by model hash, TensorRT version, GPU and precision), so runs with "
+                    "--set engine.backend=tensorrt start without building.",
+    )
+    export.add_argument("-o", "--output", default="masquerade-models", metavar="OUT",
+                        help="directory for the ONNX files and manifest.json")
+    export.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines")
+    export.add_argument("--precision", nargs="+", choices=["fp32", "fp16"], default=["fp16"],
+                        help="TensorRT engine precisions (default fp16)")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    export.add_argument("--config", metavar="FILE", help="YAML config (its engine section)")
+    export.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append",
+                        default=[], help="override a config key, e.g. engine.max_batch=32")
+
     bench = sub.add_parser(
         "bench", help="time each pipeline stage against the decode+encode floor",
         description="Run the pipeline on INPUT (default: a generated clip) and report "
                     "per-stage ms per frame, end-to-end fps, and the codec-only floor.",
     )
     bench.add_argument("input", nargs="?", help="video file (default: generated 720p clip)")
+    bench.add_argument("--models", action="store_true",
+                       help="instead: ms per face of every network on every available engine "
+                            "backend (and PyTorch) at batch 1/4/16, and end-to-end deid fps "
+                            "with 1, 4 and 16 faces")
     bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
     bench.add_argument("--frames", type=int, default=150, help="generated clip length")
     bench.add_argument("--size", default="1280x720", metavar="WxH",
@@ -266,23 +287,41 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from masquerade.benchmark import run_benchmark
+    from masquerade.benchmark import model_table, run_benchmark, run_model_benchmark
 
     config = _load(args)
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
-    report = run_benchmark(args.input, config, frames=args.frames, size=(width, height))
-    text = json.dumps(report, indent=2)
+    if args.models:
+        report = run_model_benchmark(config, frames=min(args.frames, 60), size=(width, height))
+        text = model_table(report)
+    else:
+        report = run_benchmark(args.input, config, frames=args.frames, size=(width, height))
+        text = json.dumps(report, indent=2)
     if args.json:
-        Path(args.json).write_text(text)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(text)
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from masquerade.engines.export import export_models
+
+    config = load_config(args.config, args.overrides)
+    manifest = export_models(args.output, config.engine, tensorrt=args.tensorrt,
+                             precisions=tuple(args.precision), overwrite=args.overwrite)
+    for name, entry in manifest["networks"].items():
+        print(f"{name:18s} {entry['file']:24s} opset {entry['opset']}  {entry['sha256'][:12]}")
+    for entry in manifest["tensorrt"]:
+        print(f"{entry['network']:18s} TensorRT {entry['precision']} -> {entry['plan']}")
+    print(f"wrote {Path(args.output) / 'manifest.json'}")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "restore": _cmd_restore, "probe": _cmd_probe,
-            "bench": _cmd_bench, "serve": _cmd_serve}
+            "bench": _cmd_bench, "serve": _cmd_serve, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,10 @@ class AnonymizerConfig:
         0.4, "deid: weight of a track's previous generated face in the current one "
         "(0 = none; more is steadier but trails fast motion)", 0.0, 0.9,
     )
+    generator_every_n_frames: int = _f(
+        1, "deid: render each track's fake face every N frames and re-align it in between "
+        "(N-fold less generator work; expression lags up to N-1 frames)", 1, 30
+    )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
         "pixelate", "deid: classic mode for faces too small for the generator"
     )
@@ -119,12 +123,31 @@ class PipelineConfig:
 
 
 @dataclass
+class EngineConfig:
+    backend: Literal["onnxruntime", "tensorrt"] = _f(
+        "onnxruntime", "what runs the networks (identity encoder, attribute encoder, "
+        "generator): ONNX Runtime (CPU, or CUDA when its GPU build is installed) or "
+        "TensorRT on an NVIDIA GPU (needs tensorrt and pycuda)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = _f(
+        "auto", "onnxruntime: CUDA when present, or force one"
+    )
+    precision: Literal["fp32", "fp16"] = _f("fp16", "tensorrt: engine precision")
+    threads: int = _f(0, "onnxruntime: intra-op threads per network (0 = ONNX Runtime's choice)",
+                      0, 256)
+    max_batch: int = _f(16, "tensorrt: largest batch of faces the engines are built for", 1, 1024)
+    cache_dir: str = _f("", "tensorrt: where built engines are kept (default: "
+                        "$MASQUERADE_CACHE/tensorrt or ~/.cache/masquerade/tensorrt)")
+
+
+@dataclass
 class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 X264_PRESETS = (

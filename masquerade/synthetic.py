@@ -60,10 +60,13 @@ class Scenario:
     frames: int = 90
     audio: bool = True
     seed: int = 0
+    crowd: int = 0  # > 0: this many faces on a grid, drifting slowly (benchmarks)
 
     @property
     def faces(self) -> tuple[FaceTrack, ...]:
         w, h = self.width, self.height
+        if self.crowd:
+            return self._crowd()
         s = min(w, h) / 360  # scale the layout with the frame
         n = self.frames
         return (
@@ -72,6 +75,18 @@ class Scenario:
             FaceTrack(2, 28 * s, 0, True, 1.0, ((0.82 * w, 0.18 * h), (0.0, 0.25 * h / n))),
             FaceTrack(3, 70 * s, n // 3, False, 0.85, ((w + 35 * s, 0.75 * h), (-4.0 * s, 0.0))),
         )
+
+    def _crowd(self) -> tuple[FaceTrack, ...]:
+        w, h = self.width, self.height
+        cols = int(np.ceil(np.sqrt(self.crowd * w / h)))
+        rows = int(np.ceil(self.crowd / cols))
+        cell = min(w / cols, h / rows)
+        size = min(0.55 * cell, 0.22 * min(w, h))
+        return tuple(
+            FaceTrack(i + 1, size, 0, bool(i % 2), 0.85 + 0.15 * ((i * 7) % 3) / 2,
+                      (((i % cols + 0.5) * w / cols, (i // cols + 0.5) * h / rows),
+                       (0.08 * cell / self.frames, 0.0)))
+            for i in range(self.crowd))
 
     def ground_truth(self, index: int) -> list[GroundTruthFace]:
         out = []

@@ -117,3 +117,16 @@ def test_help_explains_every_config_key() -> None:
     for key in ("detector.min_face_px", "tracker.max_coast_frames", "anonymizer.blur_strength",
                 "encoder.crf", "pipeline.on_error"):
         assert key in proc.stdout
+
+
+def test_bench_models_reports_every_network_and_backend(monkeypatch):
+    from masquerade.benchmark import bench_networks, model_table
+    from masquerade.config import EngineConfig
+
+    rows = bench_networks(EngineConfig(), batches=(1, 2), repeats=1)
+    assert {r["network"] for r in rows} == {"identity_encoder", "deid_attr", "deid_generator"}
+    for r in rows:
+        assert r["onnxruntime_ms_per_face"] > 0 and r["onnxruntime_batching_speedup"] > 0
+        assert r["torch_ms_per_face"] > 0  # the PyTorch reference, when torch is installed
+    table = model_table({"networks": rows, "deid_end_to_end": []})
+    assert table.splitlines()[0].startswith("network | batch | onnxruntime_ms_per_face")

@@ -10,7 +10,7 @@ from masquerade.anonymizers.classic import (
     gaussian_blur,
     pixelate,
 )
-from masquerade.config import AnonymizerConfig
+from masquerade.config import AnonymizerConfig, EngineConfig
 from masquerade.errors import ConfigError
 from masquerade.keys import SecretKey
 
@@ -31,7 +31,8 @@ def identity_key(config: AnonymizerConfig):
 
 
 def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
-                     stream_id: str = "default") -> Anonymizer:
+                     stream_id: str = "default", engine: EngineConfig | None = None
+                     ) -> Anonymizer:
     """The configured anonymizer; keyed modes derive each track's password from `key`."""
     if config.mode != "deid":
         return build_classic(config.mode, config)
@@ -42,7 +43,8 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
 
     generator = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, stream_id), d=config.privacy_level,
-        key=identity_key(config))
+        key=identity_key(config), engine=engine,
+        render_every=config.generator_every_n_frames)
     gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)
     return TemporalBlend(gate, alpha=1.0 - config.temporal_smoothing)

@@ -7,38 +7,31 @@ colours to the original inside the face mask (mean/std per Lab channel) and past
 with a feathered elliptical mask. The rotation is invertible with the key, so the original
 identity vector can be recovered; the pixels of the original face cannot.
 
-All networks run through ONNX Runtime; torch is only needed to export them.
+All networks run on the engine layer (ONNX Runtime by default, TensorRT on NVIDIA GPUs);
+torch is only needed to export them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from masquerade.alignment import CropSpec, estimate_transforms, paste_back
 from masquerade.anonymizers.base import FaceRegion
-from masquerade.errors import MasqueradeError
+from masquerade.config import EngineConfig
+from masquerade.engines.engine import load_engine
+from masquerade.models.registry import WEIGHTS_DIR, identity_encoder_onnx
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 CHIP = 150
 TRACK_CACHE = 4096
-
-
-def _session(path: Path, threads: int | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def box_transforms(boxes: np.ndarray, crop: CropSpec) -> np.ndarray:
@@ -86,49 +79,35 @@ def match_colours(generated: np.ndarray, original: np.ndarray, mask: np.ndarray)
 
 
 class DeidGenerator:
-    """E_attr and G as ONNX Runtime sessions: (faces uint8 crops, identities) -> faces."""
+    """E_attr and G on the engine layer: (faces uint8 crops, identities) -> faces."""
 
-    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, threads: int | None = None) -> None:
+    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, threads: int | None = None,
+                 engine: EngineConfig | None = None) -> None:
         weights_dir = Path(weights_dir)
-        self.attr = _session(weights_dir / "deid_attr.onnx", threads)
-        self.gen = _session(weights_dir / "deid_generator.onnx", threads)
-        meta = self.gen.get_modelmeta().custom_metadata_map
-        cfg = json.loads(meta["config_json"])
+        if engine is None:
+            engine = EngineConfig(threads=threads or 0)
+        self.attr = load_engine(weights_dir / "deid_attr.onnx", engine)
+        self.gen = load_engine(weights_dir / "deid_generator.onnx", engine)
+        cfg = json.loads(self.gen.metadata["config_json"])
         self.crop = CropSpec(int(cfg["size"]), float(cfg["padding"]))
-        self.attr_names = [o.name for o in self.attr.get_outputs()]
+        self.attr_names = self.attr.outputs
 
     def __call__(self, crops: np.ndarray, identities: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB crops, (N, 128) identities -> (N, S, S, 3) uint8."""
         x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), np.float32) / 127.5 - 1.0
-        attrs = self.attr.run(None, {"faces": x})
+        attrs = self.attr.run({"faces": x})
         feed = {"identity": np.asarray(identities, np.float32), **dict(
             zip(self.attr_names, attrs, strict=True))}
-        y = self.gen.run(["faces"], feed)[0]
+        y = self.gen.run(feed)[0]
         return np.clip(np.rint((y.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def cache_dir() -> Path:
-    """Where models derived at run time live (MASQUERADE_CACHE, else ~/.cache/masquerade)."""
-    return Path(os.environ.get("MASQUERADE_CACHE", Path.home() / ".cache" / "masquerade"))
-
-
-def default_identity_encoder(threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """E_id through ONNX Runtime, exported once from dlib's weights into the user cache."""
+def default_identity_encoder(threads: int | None = None, engine: EngineConfig | None = None
+                             ) -> Callable[[np.ndarray], np.ndarray]:
+    """E_id on the engine layer (dlib's ResNet, exported once into the cache)."""
     from masquerade.models.onnx_encoder import OnnxFaceEncoder
 
-    path = cache_dir() / "dlib_resnet.onnx"
-    if not path.is_file():
-        try:
-            from masquerade.models.dlib_resnet import export_onnx
-        except ImportError:
-            raise MasqueradeError(
-                "the identity encoder must be exported once with torch: pip install "
-                "'masquerade[torch]', or copy dlib_resnet.onnx into " + str(cache_dir())
-            ) from None
-
-        log.info("exporting the identity encoder to %s", path)
-        export_onnx(path)
-    return OnnxFaceEncoder(path, threads=threads)
+    return OnnxFaceEncoder(identity_encoder_onnx(), threads=threads, engine=engine)
 
 
 class KeyedDeidAnonymizer:
@@ -148,18 +127,25 @@ class KeyedDeidAnonymizer:
         identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None,
         threads: int | None = None,
         colour_match: bool = True,
+        engine: EngineConfig | None = None,
+        render_every: int = 1,
     ) -> None:
         from masquerade.keys.rotation import IdentityKey
 
         self.password = password
         self.d = d
         self.key = key if key is not None else IdentityKey()
-        self.generator = DeidGenerator(weights_dir, threads)
-        self.encoder = identity_encoder or default_identity_encoder(threads)
+        self.generator = DeidGenerator(weights_dir, threads, engine)
+        self.encoder = identity_encoder or default_identity_encoder(threads, engine)
         self.crop = self.generator.crop
         self.mask = face_mask(self.crop)
         self.colour_match = colour_match
+        self.render_every = max(1, int(render_every))
         self._identities: OrderedDict[int, np.ndarray] = OrderedDict()
+        # each track's last rendered face, in crop coordinates, and how many frames ago
+        self._fakes: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self.rendered_faces = 0
+        self.reused_faces = 0
 
     def _transforms(self, regions: list[FaceRegion]) -> np.ndarray:
         out = np.empty((len(regions), 2, 3))
@@ -188,6 +174,36 @@ class KeyedDeidAnonymizer:
             self._identities.move_to_end(t)
         return np.stack([self._identities[t] for t in track_ids])
 
+    def render(self, regions: list[FaceRegion], crops: np.ndarray) -> np.ndarray:
+        """Fake faces in crop coordinates. With `render_every` = k > 1 a track's face is
+        generated every k-th frame and reused in between: the crop is pose-normalised, so
+        pasting it with the current frame's alignment still follows the head, and only
+        expression lags (by up to k - 1 frames) while the generator's cost drops k-fold."""
+        tracks = [r.track_id for r in regions]
+        todo = [i for i, t in enumerate(tracks)
+                if t not in self._fakes or self._fakes[t][1] + 1 >= self.render_every]
+        fakes = np.empty_like(crops)
+        if todo:
+            z_new = self.identities([tracks[i] for i in todo], crops[todo])
+            fresh = self.generator(crops[todo], z_new)
+            if self.colour_match:
+                fresh = match_colours(fresh, crops[todo], self.mask)
+            fakes[todo] = fresh
+        done = set(todo)
+        for i, t in enumerate(tracks):
+            if i in done:
+                self._fakes[t] = (fakes[i], 0)
+            else:
+                fake, age = self._fakes[t]
+                fakes[i] = fake
+                self._fakes[t] = (fake, age + 1)
+            self._fakes.move_to_end(t)
+        while len(self._fakes) > TRACK_CACHE:
+            self._fakes.popitem(last=False)
+        self.rendered_faces += len(todo)
+        self.reused_faces += len(tracks) - len(todo)
+        return fakes
+
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
         if not regions:
             return []
@@ -198,10 +214,7 @@ class KeyedDeidAnonymizer:
                            borderMode=cv2.BORDER_REPLICATE)
             for r, m in zip(regions, transforms, strict=True)
         ])
-        z_new = self.identities([r.track_id for r in regions], crops)
-        fakes = self.generator(crops, z_new)
-        if self.colour_match:
-            fakes = match_colours(fakes, crops, self.mask)
+        fakes = self.render(regions, crops)
         masks = np.broadcast_to(self.mask, (1, size, size))
         return [
             paste_back(r.pixels, fake[None], m[None], masks=masks)

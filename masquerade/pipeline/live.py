@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from masquerade.pipeline.background import BackgroundWriter
 from masquerade.pipeline.runner import FramePipeline
 from masquerade.pipeline.stats import RunStats
-from masquerade.pipeline.writer import BackgroundWriter
 from masquerade.streams.frames import Frame
 from masquerade.streams.live import Sink, SourceHealth
 

@@ -127,7 +127,8 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
     run_config = build_dataclass(AnonymizerConfig, meta["anonymizer"])
     anonymizer = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, meta["stream_id"]),
-        d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)))
+        d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)),
+        engine=config.engine)
     pipeline = TrackLogPipeline(track_log, Compositor(anonymizer, run_config), config)
     return run_file(input_url, output, config, overwrite=overwrite, pipeline=pipeline,
                     record_tracks=False)

@@ -23,11 +23,11 @@ from masquerade.config import Config
 from masquerade.errors import InputError, MasqueradeError
 from masquerade.faces import Faces
 from masquerade.keys import SecretKey
+from masquerade.pipeline.background import BackgroundWriter, prefetch
 from masquerade.pipeline.compositing import Compositor, cover_frame
 from masquerade.pipeline.detection import Detector, build_detector, detect_upright
 from masquerade.pipeline.stats import RunStats
 from masquerade.pipeline.tracking import Tracker
-from masquerade.pipeline.writer import BackgroundWriter
 from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class FramePipeline:
     def from_config(cls, config: Config, stats: RunStats | None = None,
                     key: SecretKey | None = None, stream_id: str = "default") -> FramePipeline:
         """`key` and `stream_id` feed keyed modes: each track's password derives from both."""
-        anonymizer = build_anonymizer(config.anonymizer, key, stream_id)
+        anonymizer = build_anonymizer(config.anonymizer, key, stream_id, config.engine)
         return cls(
             detector=build_detector(config.detector),
             tracker=Tracker(config.tracker, config.detector.min_score),
@@ -168,8 +168,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
 
         # Audio goes through the writer too, so packets reach the muxer in file order.
         writer: BackgroundWriter[Frame | AudioPacket] = BackgroundWriter(write, name="encoder")
+        items = prefetch(source, name="decoder")
         try:
-            items = iter(source)
             while True:
                 with stats.timed("decode"):
                     item = next(items, None)
@@ -209,6 +209,7 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
             sink.abort()
             raise
         finally:
+            items.close()  # stops the decoder thread before the source closes
             bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return RunResult(path, stats)

@@ -88,3 +88,31 @@ def test_committed_weights_produce_a_detectable_changed_face(astronaut_region):
     assert found and found[0][2] > 0.5
     (again,) = anonymizer.anonymize([region])  # same track: same cached identity
     np.testing.assert_array_equal(again, out)
+
+
+def test_render_every_reuses_each_tracks_face_between_renders(astronaut_region):
+    from dataclasses import replace
+
+    calls = []
+    anonymizer = KeyedDeidAnonymizer(lambda t: b"track-%d" % t, d=1.0, render_every=3)
+    real_generator = anonymizer.generator
+
+    def counting(crops, z):
+        calls.append(len(crops))
+        return real_generator(crops, z)
+
+    anonymizer.generator = counting
+    other = replace(astronaut_region, track_id=8)
+    shifted = replace(astronaut_region, pixels=np.roll(astronaut_region.pixels, 3, axis=1),
+                      box=astronaut_region.box + np.array([3, 0, 3, 0]),
+                      keypoints=astronaut_region.keypoints + np.array([3, 0]))
+    first = anonymizer.anonymize([astronaut_region])[0]
+    anonymizer.anonymize([shifted, other])  # track 7 reused, track 8 is new
+    anonymizer.anonymize([astronaut_region, other])
+    anonymizer.anonymize([astronaut_region, other])  # track 7's third frame: rendered again
+    assert calls == [1, 1, 1]
+    assert anonymizer.rendered_faces == 3 and anonymizer.reused_faces == 4
+    # the reused face is re-aligned: it moves with the head
+    moved = anonymizer.anonymize([shifted])[0]
+    x0, y0, x1, y1 = astronaut_region.box.astype(int)
+    assert np.abs(moved[y0:y1, x0 + 3:x1 + 3].astype(int) - first[y0:y1, x0:x1]).mean() < 4
