@@ -23,6 +23,7 @@ from masquerade.errors import ConfigError, MasqueradeError, OutputError
 log = logging.getLogger("masquerade")
 
 DEMO_DIR = Path("masquerade-demo")
+KEYED_MODES = ("deid", "camouflage")
 
 
 def _config_help() -> str:
@@ -35,13 +36,13 @@ def _config_help() -> str:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/default.yaml)")
-    p.add_argument("--mode", choices=["blur", "pixelate", "solid", "deid"],
+    p.add_argument("--mode", choices=["blur", "pixelate", "solid", "deid", "camouflage"],
                    help="anonymization mode (shortcut for --set anonymizer.mode=...)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one config key, e.g. --set detector.min_face_px=32 "
                         "(repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    keys = p.add_argument_group("keys (mode deid)")
+    keys = p.add_argument_group("keys (modes deid and camouflage)")
     keys.add_argument("--password", metavar="TEXT",
                       help="passphrase (>= 8 characters, stretched with scrypt) from which "
                            "every track's key derives")
@@ -154,7 +155,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _key(args: argparse.Namespace, config: Config):
     """The master key when the mode needs one (never logged, never written anywhere)."""
-    if config.anonymizer.mode != "deid":
+    if config.anonymizer.mode not in KEYED_MODES:
         return None
     from masquerade.keys import load_key
 

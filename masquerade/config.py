@@ -64,8 +64,9 @@ class TrackerConfig:
 
 @dataclass
 class AnonymizerConfig:
-    mode: Literal["blur", "pixelate", "solid", "deid"] = _f(
-        "blur", "how a face is anonymized; deid: a keyed fake identity per track (needs a key)"
+    mode: Literal["blur", "pixelate", "solid", "deid", "camouflage"] = _f(
+        "blur", "how a face is anonymized; deid: a keyed fake identity per track; camouflage: "
+        "looks different to people, still matched by `recognizer` (both need a key)"
     )
     mask: Literal["ellipse", "box"] = _f("ellipse", "shape of the anonymized region")
     padding: float = _f(0.25, "region growth on every side, as a fraction of face size", 0.0, 2.0)
@@ -87,10 +88,11 @@ class AnonymizerConfig:
         "(120 moves 94% of LFW faces beyond dlib's 0.6, 90 moves 86%)", 10.0, 170.0,
     )
     min_generator_face_px: int = _f(
-        40, "deid: faces smaller than this (shorter box side) use fallback_mode instead", 8, 1024
+        40, "deid, camouflage: faces smaller than this (shorter box side) use fallback_mode",
+        8, 1024
     )
     min_generator_score: float = _f(
-        0.75, "deid: detections less certain than this use fallback_mode (no fake face "
+        0.75, "deid, camouflage: detections less certain than this use fallback_mode (no fake face "
         "pasted onto a false positive)", 0.0, 1.0,
     )
     temporal_smoothing: float = _f(
@@ -100,6 +102,14 @@ class AnonymizerConfig:
     generator_every_n_frames: int = _f(
         1, "deid: render each track's fake face every N frames and re-align it in between "
         "(N-fold less generator work; expression lags up to N-1 frames)", 1, 30
+    )
+    camouflage_strength: float = _f(
+        1.0, "camouflage: most appearance change allowed (face shape and skin tone), 0..1; "
+        "each track gets the strongest level its recognizer still matches", 0.0, 1.0
+    )
+    camouflage_margin: float = _f(
+        0.8, "camouflage: a track's camouflaged face must stay within this fraction of the "
+        "recognizer's threshold of the original (room for frame-to-frame variation)", 0.1, 1.0
     )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
         "pixelate", "deid: classic mode for faces too small for the generator"
@@ -120,6 +130,25 @@ class PipelineConfig:
         "cover_frame", "when a stage fails on a frame: cover the whole frame or drop it"
     )
     progress: bool = _f(True, "show a progress bar on long jobs")
+
+
+@dataclass
+class RecognizerConfig:
+    onnx: str = _f("", "camouflage: face-embedding ONNX model whose matches must survive "
+                   "(\"\" = dlib's ResNet, the default)")
+    input_size: int = _f(112, "onnx: input side in pixels (square, NCHW float32)", 32, 1024)
+    framing: Literal["arcface", "dlib"] = _f(
+        "arcface", "onnx: face alignment the model expects: insightface's 112 px template "
+        "or dlib's face chip"
+    )
+    channels: Literal["rgb", "bgr"] = _f("rgb", "onnx: channel order of the input")
+    mean: float = _f(127.5, "onnx: input = (pixel - mean) / std")
+    std: float = _f(127.5, "onnx: input = (pixel - mean) / std", 1e-6, None)
+    metric: Literal["cosine", "euclidean"] = _f(
+        "cosine", "onnx: distance between embeddings (cosine = 1 - cos)"
+    )
+    threshold: float = _f(0.4, "onnx: distance below which two faces are the same person",
+                          0.0, None)
 
 
 @dataclass
@@ -148,6 +177,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
 
 
 X264_PRESETS = (

@@ -130,3 +130,17 @@ def test_bench_models_reports_every_network_and_backend(monkeypatch):
         assert r["torch_ms_per_face"] > 0  # the PyTorch reference, when torch is installed
     table = model_table({"networks": rows, "deid_end_to_end": []})
     assert table.splitlines()[0].startswith("network | batch | onnxruntime_ms_per_face")
+
+
+def test_camouflage_run_end_to_end(scenario_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "camo.mp4"
+    proc = masquerade("run", str(scenario_clip), "-o", str(out), "--mode", "camouflage",
+                      "--password", "a camouflage passphrase", "--set",
+                      "encoder.preset=ultrafast")
+    assert proc.returncode == 0, proc.stderr
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 90
+    proc = masquerade("run", str(scenario_clip), "-o", str(tmp_path / "nokey.mp4"), "--mode",
+                      "camouflage")
+    assert proc.returncode != 0 and "no master key" in error_line(proc)
+    assert not (tmp_path / "nokey.mp4").exists()

@@ -10,7 +10,7 @@ from masquerade.anonymizers.classic import (
     gaussian_blur,
     pixelate,
 )
-from masquerade.config import AnonymizerConfig, EngineConfig
+from masquerade.config import AnonymizerConfig, EngineConfig, RecognizerConfig
 from masquerade.errors import ConfigError
 from masquerade.keys import SecretKey
 
@@ -31,14 +31,24 @@ def identity_key(config: AnonymizerConfig):
 
 
 def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
-                     stream_id: str = "default", engine: EngineConfig | None = None
-                     ) -> Anonymizer:
+                     stream_id: str = "default", engine: EngineConfig | None = None,
+                     recognizer: RecognizerConfig | None = None) -> Anonymizer:
     """The configured anonymizer; keyed modes derive each track's password from `key`."""
-    if config.mode != "deid":
+    if config.mode not in ("deid", "camouflage"):
         return build_classic(config.mode, config)
     if key is None:
-        raise ConfigError("anonymizer.mode=deid needs a key: --password, --key-file or "
-                          "the MASQUERADE_KEY environment variable")
+        raise ConfigError(f"anonymizer.mode={config.mode} needs a key: --password, --key-file "
+                          "or the MASQUERADE_KEY environment variable")
+    if config.mode == "camouflage":
+        from masquerade.anonymizers.camouflage import CamouflageAnonymizer
+        from masquerade.models.recognizer import Recognizer
+
+        camouflage = CamouflageAnonymizer(
+            password=functools.partial(key.track_password, stream_id),
+            recognizer=Recognizer(recognizer, engine), max_strength=config.camouflage_strength,
+            margin=config.camouflage_margin)
+        return SizeGate(camouflage, build_classic(config.fallback_mode, config),
+                        config.min_generator_face_px, config.min_generator_score)
     from masquerade.anonymizers.deid import KeyedDeidAnonymizer
 
     generator = KeyedDeidAnonymizer(

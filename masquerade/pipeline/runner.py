@@ -65,7 +65,8 @@ class FramePipeline:
     def from_config(cls, config: Config, stats: RunStats | None = None,
                     key: SecretKey | None = None, stream_id: str = "default") -> FramePipeline:
         """`key` and `stream_id` feed keyed modes: each track's password derives from both."""
-        anonymizer = build_anonymizer(config.anonymizer, key, stream_id, config.engine)
+        anonymizer = build_anonymizer(config.anonymizer, key, stream_id, config.engine,
+                                      config.recognizer)
         return cls(
             detector=build_detector(config.detector),
             tracker=Tracker(config.tracker, config.detector.min_score),

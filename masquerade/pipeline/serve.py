@@ -127,7 +127,7 @@ class Supervisor:
         self.metrics = None
         configs = [stream_config(spec, i) for i in range(len(spec.streams))]
         key = None
-        if any(c.anonymizer.mode == "deid" for c in configs):
+        if any(c.anonymizer.mode in ("deid", "camouflage") for c in configs):
             from masquerade.keys import load_key
 
             key = load_key(spec.key_file)
