@@ -107,8 +107,9 @@ class AnonymizerConfig:
         1.0, "camouflage: most appearance change allowed (face shape and skin tone), 0..1; "
         "each track gets the strongest level its recognizer still matches", 0.0, 1.0
     )
+    camouflage_hair: bool = _f(True, "camouflage: give the hair a key-chosen natural colour")
     camouflage_margin: float = _f(
-        0.8, "camouflage: a track's camouflaged face must stay within this fraction of the "
+        0.5, "camouflage: a track's camouflaged face must stay within this fraction of the "
         "recognizer's threshold of the original (room for frame-to-frame variation)", 0.1, 1.0
     )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(

@@ -46,7 +46,7 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
         camouflage = CamouflageAnonymizer(
             password=functools.partial(key.track_password, stream_id),
             recognizer=Recognizer(recognizer, engine), max_strength=config.camouflage_strength,
-            margin=config.camouflage_margin)
+            margin=config.camouflage_margin, hair=config.camouflage_hair)
         return SizeGate(camouflage, build_classic(config.fallback_mode, config),
                         config.min_generator_face_px, config.min_generator_score)
     from masquerade.anonymizers.deid import KeyedDeidAnonymizer

@@ -7,8 +7,11 @@ chin) and colouring; the recognizer's embedding tolerates moderate changes of th
 track's password picks an appearance (a smooth displacement field over the face's
 features in the canonical face frame, and a skin-tone shift); the track then gets the
 strongest version of it that keeps the recognizer's distance to the original under
-`margin` x its threshold, measured once on the track's first frame. Working in the
-canonical frame makes the new face follow the head and stay the same from frame to frame.
+`margin` x its threshold, measured once on the track's first frame. The hair gets a
+key-chosen natural colour too (inside mediapipe's person mask): it lies mostly outside
+the recognizer's face chip, so it changes the look a lot for people and the match little.
+Working in the canonical frame makes the new face follow the head and stay the same from
+frame to frame.
 """
 
 from __future__ import annotations
@@ -48,7 +51,15 @@ _FEATURES: tuple[tuple[str, tuple[tuple[float, float], ...], tuple[float, float]
     ("jaw", ((0.08, 0.86), (0.89, 0.86)), (0.09, 0.026)),
     ("chin", ((0.48, 1.06),), (0.0, 0.09)),
 )
-_SKIN_MAX = np.array([30.0, 10.0, 16.0])  # Lab shift (OpenCV 8-bit units) at strength 1
+_SKIN_MAX = np.array([22.0, 8.0, 12.0])  # Lab shift (OpenCV 8-bit units) at strength 1
+# Natural hair colours, OpenCV 8-bit Lab: black, dark brown, brown, auburn, dark blond,
+# blond, grey. Hair lies mostly outside the recognizer's face chip, so a new hair colour
+# costs the match almost nothing while people notice it at once.
+_HAIR_PALETTE = np.array([
+    [38, 129, 130], [64, 133, 138], [89, 136, 143], [89, 146, 150], [128, 134, 148],
+    [166, 132, 153], [153, 128, 130],
+], dtype=np.float64)
+HAIR_MIX = 0.85  # how far the hair's colour moves to the target
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class Appearance:
     points: np.ndarray  # (K, 2) unit face frame
     moves: np.ndarray  # (K, 2) unit face frame, at strength 1
     skin: np.ndarray  # (3,) Lab shift at strength 1
+    hair: np.ndarray  # (3,) target mean Lab of the hair
 
     @classmethod
     def from_password(cls, password: bytes) -> Appearance:
@@ -75,7 +87,8 @@ class Appearance:
                 points.append(pts[0])
                 moves.append((dx, dy))
         skin = rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3) * _SKIN_MAX
-        return cls(np.array(points), np.array(moves), skin)
+        hair = _HAIR_PALETTE[rng.integers(len(_HAIR_PALETTE))] + rng.normal(0, 3, 3)
+        return cls(np.array(points), np.array(moves), skin, hair)
 
     def field(self, crop: CropSpec = FIELD) -> np.ndarray:
         """(S, S, 2) forward displacement in crop pixels, at strength 1."""
@@ -95,18 +108,79 @@ def skin_mask(crop: CropSpec = FIELD, feather: float = 0.35) -> np.ndarray:
     return np.clip((1.0 - r) / feather, 0.0, 1.0).astype(np.float32)
 
 
+def hair_region(crop: CropSpec = FIELD) -> np.ndarray:
+    """(S, S) weight of where hair can be, in the crop's framing: above the brows and
+    around the temples, outside the skin ellipse."""
+    pix = (np.arange(crop.size) + 0.5) / crop.size * (1 + 2 * crop.padding) - crop.padding
+    u, v = np.meshgrid(pix, pix)
+    above = np.clip((-0.02 - v) / 0.15, 0.0, 1.0)  # from above the brows upwards
+    # beside the face down to the jaw: long hair (ears are skin-coloured and excluded later)
+    beside = np.clip((np.abs(u - 0.5) - 0.55) / 0.1, 0.0, 1.0) * np.clip((0.9 - v) / 0.1, 0, 1)
+    band = np.maximum(above, beside)
+    return (band * (1.0 - skin_mask(crop, feather=0.2))).astype(np.float32)
+
+
+def recolour_hair(pixels: np.ndarray, weight: np.ndarray, target: np.ndarray,
+                  skin_weight: np.ndarray | None = None) -> np.ndarray:
+    """Move the weighted region's mean Lab colour to `target`, keeping its texture.
+
+    Pixels coloured like the face's skin (mean over `skin_weight`) are left alone, so a
+    bare forehead or scalp inside the hair band keeps its colour."""
+    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).astype(np.float32)
+    if skin_weight is not None and skin_weight.sum() > 16.0:
+        sw = skin_weight[..., None]
+        skin = (lab * sw).reshape(-1, 3).sum(0) / float(sw.sum())
+        d = np.sqrt((0.5 * (lab[..., 0] - skin[0])) ** 2 + (lab[..., 1] - skin[1]) ** 2
+                    + (lab[..., 2] - skin[2]) ** 2)
+        weight = weight * np.clip((d - 10.0) / 12.0, 0.0, 1.0)
+    w = weight[..., None].astype(np.float32)
+    total = float(w.sum())
+    if total < 16.0:  # no hair in view
+        return pixels
+    mean = (lab * w).reshape(-1, 3).sum(0) / total
+    shifted = lab + (target.astype(np.float32) - mean)
+    # texture: keep the lightness variation, a little compressed towards dark hair
+    shifted[..., 0] = target[0] + (lab[..., 0] - mean[0]) * 0.8
+    out = lab + (HAIR_MIX * w) * (shifted - lab)
+    return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+class PersonSegmenter:
+    """mediapipe's selfie segmentation (bundled with 0.10.21): person probability per pixel."""
+
+    def __init__(self) -> None:
+        from mediapipe.python.solutions import selfie_segmentation
+
+        from masquerade.engines.blazeface import quiet_native_stderr
+
+        with quiet_native_stderr():
+            self._graph = selfie_segmentation.SelfieSegmentation(model_selection=0)
+            self._graph.process(np.zeros((64, 64, 3), np.uint8))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self._graph.process(np.ascontiguousarray(image)).segmentation_mask
+
+    def close(self) -> None:
+        self._graph.close()
+
+
 def apply_appearance(pixels: np.ndarray, transform: np.ndarray, field: np.ndarray,
-                     skin: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+                     skin: np.ndarray, mask: np.ndarray, strength: float,
+                     hair: np.ndarray | None = None, hair_weight: np.ndarray | None = None
+                     ) -> np.ndarray:
     """Re-shape and re-tone the face in `pixels` (RGB uint8) whose image -> canonical crop
-    map is `transform` (2x3, onto the grid of `field` and `mask`)."""
-    if strength <= 0:
-        return pixels.copy()
+    map is `transform` (2x3, onto the grid of `field` and `mask`); `hair_weight` (image
+    sized) says where to give the hair the colour `hair`."""
     h, w = pixels.shape[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # sample the crop grid at M(p)
-    d_crop = cv2.warpAffine(field, transform, (w, h), flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     alpha = cv2.warpAffine(mask, transform, (w, h), flags=flags,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if hair is not None and hair_weight is not None:
+        pixels = recolour_hair(pixels, hair_weight, hair, skin_weight=alpha)
+    if strength <= 0:
+        return pixels.copy()
+    d_crop = cv2.warpAffine(field, transform, (w, h), flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # crop-pixel displacements back into image pixels: the inverse of M's linear part
     a = transform[:, :2]
     a_inv = np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / np.linalg.det(a)
@@ -132,12 +206,14 @@ class CamouflageAnonymizer:
     """The anonymizer interface for camouflage: one fixed new look per track."""
 
     def __init__(self, password: Callable[[int], bytes], recognizer: Recognizer | None = None,
-                 max_strength: float = 1.0, margin: float = 0.8) -> None:
+                 max_strength: float = 1.0, margin: float = 0.5, hair: bool = True) -> None:
         self.password = password
         self.recognizer = recognizer or Recognizer()
         self.max_strength = max_strength
         self.margin = margin
         self.mask = skin_mask()
+        self.hair_region = hair_region()
+        self.segmenter = PersonSegmenter() if hair else None
         self._tracks: OrderedDict[int, _Track] = OrderedDict()
         self.weak_tracks = 0  # tracks where even the gentlest change broke the match
 
@@ -147,7 +223,19 @@ class CamouflageAnonymizer:
             return None
         return estimate_transforms(np.asarray(kps, np.float64)[None], "mediapipe6", FIELD)[0]
 
-    def _calibrate(self, region: FaceRegion, transform: np.ndarray) -> _Track:
+    def _hair_weight(self, region: FaceRegion, transform: np.ndarray) -> np.ndarray | None:
+        """Where the hair is: the hair band of the face frame, times mediapipe's person mask
+        (so background above and beside the head keeps its colour)."""
+        if self.segmenter is None:
+            return None
+        h, w = region.pixels.shape[:2]
+        band = cv2.warpAffine(self.hair_region, transform, (w, h),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        return band * self.segmenter(region.pixels)
+
+    def _calibrate(self, region: FaceRegion, transform: np.ndarray,
+                   hair_weight: np.ndarray | None) -> _Track:
         """The strongest rung of the ladder the recognizer still matches to the original."""
         appearance = Appearance.from_password(self.password(region.track_id))
         field = appearance.field()
@@ -157,7 +245,8 @@ class CamouflageAnonymizer:
         limit = self.margin * rec.threshold
         strengths = [self.max_strength * s for s in LADDER]
         candidates = [apply_appearance(region.pixels, transform, field, appearance.skin,
-                                       self.mask, s) for s in strengths]
+                                       self.mask, s, appearance.hair, hair_weight)
+                      for s in strengths]
         # keypoints stay put: the recognizer sees the camouflaged face aligned as the
         # original was, as it would through the same detector
         dists = rec.distance(rec.embed(candidates, np.repeat(kps, len(candidates), 0)),
@@ -174,10 +263,11 @@ class CamouflageAnonymizer:
                   strengths[i], rec.name, dists[i])
         return _Track(appearance, field, strengths[i], float(dists[i]))
 
-    def track(self, region: FaceRegion, transform: np.ndarray) -> _Track:
+    def track(self, region: FaceRegion, transform: np.ndarray,
+              hair_weight: np.ndarray | None = None) -> _Track:
         t = self._tracks.get(region.track_id)
         if t is None:
-            t = self._tracks[region.track_id] = self._calibrate(region, transform)
+            t = self._tracks[region.track_id] = self._calibrate(region, transform, hair_weight)
             while len(self._tracks) > TRACK_CACHE:
                 self._tracks.popitem(last=False)
         self._tracks.move_to_end(region.track_id)
@@ -192,7 +282,8 @@ class CamouflageAnonymizer:
 
                 out.extend(PixelateAnonymizer(6).anonymize([r]))
                 continue
-            t = self.track(r, m)
+            hair_weight = self._hair_weight(r, m)
+            t = self.track(r, m, hair_weight)
             out.append(apply_appearance(r.pixels, m, t.field, t.appearance.skin, self.mask,
-                                        t.strength))
+                                        t.strength, t.appearance.hair, hair_weight))
         return out

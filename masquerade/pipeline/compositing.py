@@ -21,6 +21,9 @@ from masquerade.pipeline.stats import RunStats
 # Context around the feathered region given to the anonymizer, as a fraction of its size,
 # so blurs near the region edge average real neighbours instead of a reflected border.
 _CONTEXT = 0.25
+# Camouflage re-colours the hair and leaves everything else as it was, so its region
+# grows to take the hair in (a larger region changes nothing outside the hair and face).
+CAMOUFLAGE_PADDING = 0.6
 
 
 def region_mask(height: int, width: int, inner: np.ndarray, shape: str, feather_px: float
@@ -50,6 +53,8 @@ class Compositor:
                  stats: RunStats | None = None):
         self.anonymizer = anonymizer
         self.config = config
+        self.padding = (max(config.padding, CAMOUFLAGE_PADDING) if config.mode == "camouflage"
+                        else config.padding)
         self.stats = stats  # times "anonymize" and "composite" separately when set
 
     def _timed(self, stage: str) -> contextlib.AbstractContextManager[None]:
@@ -60,7 +65,7 @@ class Compositor:
         if not len(faces):
             return image
         h, w = image.shape[:2]
-        inner = faces.padded(self.config.padding)
+        inner = faces.padded(self.padding)
         size = np.minimum(inner[:, 2] - inner[:, 0], inner[:, 3] - inner[:, 1])
         feather = self.config.feather * size
         outer = inner + np.stack([-feather, -feather, feather, feather], axis=1)

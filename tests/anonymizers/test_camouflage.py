@@ -85,3 +85,33 @@ def test_camouflage_mode_needs_a_key_and_gates_small_faces(astronaut_region):  #
     tiny = replace(astronaut_region, box=np.array([10.0, 10.0, 30.0, 30.0]))
     gate.anonymize([tiny])
     assert gate.fallback_faces == 1
+
+
+def test_hair_gets_the_target_colour_and_skin_coloured_pixels_keep_theirs():
+    import cv2
+
+    from masquerade.anonymizers.camouflage import HAIR_MIX, recolour_hair
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:20] = (120, 80, 40)  # brown "hair" on top
+    image[20:] = (225, 180, 150)  # skin below
+    skin = np.zeros((40, 40), np.float32)
+    skin[30:] = 1.0
+    everywhere = np.ones((40, 40), np.float32)
+    target = np.array([60.0, 130.0, 132.0])  # near-black, OpenCV Lab
+    out = recolour_hair(image, everywhere, target, skin_weight=skin)
+    lab_in = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(float)
+    lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(float)
+    expected = lab_in[:20] + HAIR_MIX * (target - lab_in[:20])
+    assert np.abs(lab_out[:20] - expected).max() <= 3  # hair moved towards the target
+    assert np.abs(out[20:].astype(int) - image[20:]).max() <= 1  # skin untouched
+
+
+def test_camouflage_recolours_the_hair_above_the_face(astronaut_region, recognizer):  # noqa: F811
+    with_hair = CamouflageAnonymizer(lambda t: b"pw", recognizer, hair=True)
+    without = CamouflageAnonymizer(lambda t: b"pw", recognizer, hair=False)
+    (a,) = with_hair.anonymize([astronaut_region])
+    (b,) = without.anonymize([astronaut_region])
+    x0, y0, x1, _ = astronaut_region.box.astype(int)
+    top = slice(0, max(y0 - 5, 1)), slice(x0, x1)  # above the face box: hair
+    assert np.abs(a[top].astype(int) - b[top]).mean() > 3.0

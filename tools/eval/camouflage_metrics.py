@@ -117,11 +117,11 @@ def face_lab_mean(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
     return lab.reshape(-1, 3).mean(0)
 
 
-def evaluate_lfw(folds: int, grid_path: Path) -> dict:
+def evaluate_lfw(folds: int, grid_path: Path, margin: float) -> dict:
     detector = BlazeFace("short_range")
     rec = Recognizer()
     mesh = Mesh()
-    camo = CamouflageAnonymizer(lambda t: b"eval-password-%d" % t, rec)
+    camo = CamouflageAnonymizer(lambda t: b"eval-password-%d" % t, rec, margin=margin)
     rng = np.random.default_rng(0)
     rows, grid = [], []
     for k, (n1, i1, n2, i2, same) in enumerate(read_pairs(folds)):
@@ -183,7 +183,7 @@ def evaluate_lfw(folds: int, grid_path: Path) -> dict:
     dlib_t = 0.6
     strengths = [t.strength for t in camo._tracks.values()]
     return {
-        "pairs": len(rows), "pairs_measured": len(ok),
+        "margin": margin, "pairs": len(rows), "pairs_measured": len(ok),
         "camouflaged_face_detected_rate": round(len(ok) / max(len(rows), 1), 4),
         "preserved_recognizer": {
             "name": "dlib_resnet", "threshold": dlib_t,
@@ -217,7 +217,7 @@ def evaluate_lfw(folds: int, grid_path: Path) -> dict:
     }
 
 
-def evaluate_video(clip: Path, work: Path, every: int) -> dict:
+def evaluate_video(clip: Path, work: Path, every: int, margin: float) -> dict:
     import av
 
     from masquerade.config import load_config
@@ -230,7 +230,8 @@ def evaluate_video(clip: Path, work: Path, every: int) -> dict:
             return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
     config = load_config(overrides=["anonymizer.mode=camouflage", "pipeline.progress=false",
-                                    "encoder.preset=veryfast"])
+                                    "encoder.preset=veryfast",
+                                    f"anonymizer.camouflage_margin={margin}"])
     key = SecretKey.from_passphrase("evaluation passphrase")
     out = run_file(str(clip), work / "camo.mp4", config, key=key, overwrite=True).output
     original, camo = decode(clip), decode(out)
@@ -265,17 +266,20 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--video", action="store_true")
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--margin", type=float, default=0.5,
+                        help="anonymizer.camouflage_margin to evaluate")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "camouflage_metrics.json")
     parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "camouflage_samples.png")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report: dict = {"lfw": evaluate_lfw(args.folds, args.grid)} if args.folds else {}
+    report: dict = {"lfw": evaluate_lfw(args.folds, args.grid, args.margin)} if args.folds else {}
     log.info(json.dumps(report, indent=2))
     if args.video:
         report["video"] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for clip in sorted((data_root() / "video").glob("talking_head_d*.mp4")):
-                report["video"][clip.name] = evaluate_video(clip, Path(tmp), args.every)
+                report["video"][clip.name] = evaluate_video(clip, Path(tmp), args.every,
+                                                            args.margin)
                 log.info("%s: %s", clip.name, report["video"][clip.name])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -34,7 +34,7 @@ import yaml
 
 from masquerade.datasets import REPO_ROOT
 from masquerade.keys.reference import ReferenceLibrary
-from masquerade.keys.rotation import PrivacyCurve, rotate
+from masquerade.keys.rotation import IdentityKey, PrivacyCurve, rotate
 from masquerade.models.deid import (
     DeidConfig,
     DeidNet,
@@ -71,6 +71,11 @@ class TrainConfig:
     same_prob: float = 0.5  # own identity (reconstruction)
     rotate_prob: float = 0.5  # of the cross-identity samples: rotated own vs another face
     d_range: tuple[float, float] = (0.25, 1.0)
+    # rotated targets as the pipeline makes them: IdentityKey about the shipped library's
+    # centre (false: the first run's rotation about the origin, with the cache's library)
+    centred_rotation: bool = True
+    max_identity_angle: float = 90.0
+    init_weights: str = ""  # start G and E_attr from a weights file (no checkpoint yet)
     max_steps: int = 100_000
     max_minutes: float = 75.0
     log_every: int = 25
@@ -114,6 +119,7 @@ class FaceData:
         keep = [i for i, n in enumerate(names) if n and counts[i] >= 2]
         means = np.stack([z[inverse == i].mean(0) for i in keep])
         self.library = ReferenceLibrary(means)
+        self.shipped_library = ReferenceLibrary.load()  # what run time rotates with
         log.info("data: %d train, %d val faces; reference library of %d people",
                  len(self.train), len(self.val), len(means))
 
@@ -136,9 +142,16 @@ def identity_targets(
     if other.any():
         z[other] = data.z[torch.from_numpy(rng.choice(data.train, other.sum()))].numpy()
     if rotated.any():
-        targets = np.stack([data.library.target(rng.bytes(16)) for _ in range(rotated.sum())])
         d = rng.uniform(*cfg.d_range, rotated.sum())
-        z[rotated] = rotate(z_own[rotated], targets, PrivacyCurve().angle(d))
+        curve = PrivacyCurve(max_angle_deg=cfg.max_identity_angle)
+        if cfg.centred_rotation:
+            key = IdentityKey(data.shipped_library, curve)
+            passwords = [rng.bytes(16) for _ in range(rotated.sum())]
+            z[rotated] = key.apply(z_own[rotated], passwords, d)
+        else:
+            targets = np.stack([data.library.target(rng.bytes(16))
+                                for _ in range(rotated.sum())])
+            z[rotated] = rotate(z_own[rotated], targets, curve.angle(d))
     return torch.from_numpy(z).float(), torch.from_numpy(same)
 
 
@@ -321,8 +334,14 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(cfg.threads)
     trainer = Trainer(cfg)
-    if not args.fresh:
-        trainer.resume()
+    resumed = not args.fresh and trainer.resume()
+    if not resumed and cfg.init_weights:
+        init = DeidNet.load(REPO_ROOT / cfg.init_weights)
+        if init.cfg.to_dict() != trainer.net.cfg.to_dict():
+            raise SystemExit(f"init_weights {cfg.init_weights}: its model config differs")
+        trainer.net.load_state_dict(init.state_dict())
+        trainer.best = trainer.validate()["val_score"]
+        log.info("initialised G and E_attr from %s", cfg.init_weights)
     trainer.run()
 
 
