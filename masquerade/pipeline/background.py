@@ -59,26 +59,25 @@ def prefetch(items: Iterable[T], maxsize: int = 4, name: str = "reader") -> Iter
     stop = threading.Event()
     failure: list[BaseException] = []
 
+    def put(item: object) -> bool:
+        """Queue `item` unless the consumer has gone; False once it has."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as exc:
             failure.append(exc)
         finally:
-            while not stop.is_set():
-                try:
-                    buffer.put(_STOP, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            put(_STOP)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()

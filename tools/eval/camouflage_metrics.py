@@ -218,16 +218,12 @@ def evaluate_lfw(folds: int, grid_path: Path, margin: float) -> dict:
 
 
 def evaluate_video(clip: Path, work: Path, every: int, margin: float) -> dict:
-    import av
+    from video_measures import decode, face_slices, flicker_ratio, frame_change
 
     from masquerade.config import load_config
     from masquerade.engines.dlib_face import SAME_PERSON_DISTANCE, DlibFaceRecognizer
     from masquerade.keys import SecretKey
     from masquerade.pipeline.runner import run_file
-
-    def decode(path: Path) -> list[np.ndarray]:
-        with av.open(str(path)) as c:
-            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
     config = load_config(overrides=["anonymizer.mode=camouflage", "pipeline.progress=false",
                                     "encoder.preset=veryfast",
@@ -244,11 +240,9 @@ def evaluate_video(clip: Path, work: Path, every: int, margin: float) -> dict:
         zc = rec.descriptor(camo[i], sc)
         dists.append(rec.distance(zc, rec.descriptor(original[i], so)))
         descriptors.append(zc)
-        r = so.rect
-        box = (slice(max(r.top(), 0), r.bottom()), slice(max(r.left(), 0), r.right()))
-        if i + 1 < len(camo):
-            for frames, acc in ((original, flicker_o), (camo, flicker_c)):
-                acc.append(np.abs(frames[i + 1][box].astype(float) - frames[i][box]).mean())
+        box = face_slices(so.rect)
+        flicker_o.append(frame_change(original, i, box))
+        flicker_c.append(frame_change(camo, i, box))
     pairs = [rec.distance(a, b) for a, b in itertools.combinations(descriptors, 2)]
     return {
         "faces_measured": len(dists),
@@ -257,7 +251,7 @@ def evaluate_video(clip: Path, work: Path, every: int, margin: float) -> dict:
         "mean_distance": round(float(np.mean(dists)), 3),
         "pairs_within_clip_matching": round(float(np.mean(np.array(pairs)
                                                           < SAME_PERSON_DISTANCE)), 3),
-        "flicker_ratio": round(float(np.mean(flicker_c) / max(np.mean(flicker_o), 1e-6)), 2),
+        "flicker_ratio": flicker_ratio(flicker_c, flicker_o),
     }
 
 

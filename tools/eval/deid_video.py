@@ -21,8 +21,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
+from video_measures import decode, face_slices, flicker_ratio, frame_change
 
 from masquerade.config import load_config
 from masquerade.datasets import data_root
@@ -33,11 +33,6 @@ from masquerade.pipeline.runner import run_file
 
 log = logging.getLogger("deid_video")
 EXTRA: list[str] = []  # config overrides from --set
-
-
-def decode(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
 def evaluate(clip: Path, work: Path, every: int, rec: DlibFaceRecognizer) -> dict:
@@ -62,11 +57,9 @@ def evaluate(clip: Path, work: Path, every: int, rec: DlibFaceRecognizer) -> dic
             if i < len(frames):
                 rows[name].append(rec.distance(rec.descriptor(frames[i], shape), z))
         fake_descriptors.append(rec.descriptor(fake[i], shape))
-        rect = shape.rect
-        box = (slice(max(rect.top(), 0), rect.bottom()), slice(max(rect.left(), 0), rect.right()))
-        if i + 1 < len(fake):
-            for frames, out in ((original, flicker_orig), (fake, flicker_fake)):
-                out.append(np.abs(frames[i + 1][box].astype(float) - frames[i][box]).mean())
+        box = face_slices(shape.rect)
+        flicker_orig.append(frame_change(original, i, box))
+        flicker_fake.append(frame_change(fake, i, box))
     pairs = [rec.distance(a, b) for a, b in itertools.combinations(fake_descriptors, 2)]
 
     def matched(d: list[float]) -> float | None:
@@ -79,8 +72,7 @@ def evaluate(clip: Path, work: Path, every: int, rec: DlibFaceRecognizer) -> dic
         "fake_identity_pairs_matching": matched(pairs),
         "restored_matches_original": matched(rows["restored"]),
         "wrong_key_matches_original": matched(rows["wrong"]),
-        "flicker_ratio": round(float(np.mean(flicker_fake) / max(np.mean(flicker_orig), 1e-6)), 2)
-        if flicker_orig else None,
+        "flicker_ratio": flicker_ratio(flicker_fake, flicker_orig),
     }
 
 
