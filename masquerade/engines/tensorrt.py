@@ -67,7 +67,7 @@ def build_engine(onnx_path: Path, precision: str, max_batch: int) -> bytes:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.x
             log.warning("this GPU has no fast fp16; building %s in fp16 anyway", onnx_path.name)
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
