@@ -263,7 +263,7 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.5,
                         help="anonymizer.camouflage_margin to evaluate")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "camouflage_metrics.json")
-    parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "camouflage_samples.png")
+    parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "camouflage_samples.jpg")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report: dict = {"lfw": evaluate_lfw(args.folds, args.grid, args.margin)} if args.folds else {}
