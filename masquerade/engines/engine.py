@@ -8,9 +8,11 @@ kept for training and as the reference the backends are checked against, not her
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -47,12 +49,34 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_engine(onnx_path: str | Path, config: EngineConfig | None = None) -> Engine:
-    """An engine for one ONNX file, on the configured backend."""
+_shared: dict[tuple, Engine] = {}
+_shared_lock = threading.Lock()
+
+
+def load_engine(onnx_path: str | Path, config: EngineConfig | None = None,
+                shared: bool = True) -> Engine:
+    """An engine for one ONNX file, on the configured backend.
+
+    Engines are stateless between calls and safe to call from several threads, so by
+    default one per (file, settings) serves the whole process: `serve` with ten cameras
+    holds each network once, not ten times.
+    """
     config = config or EngineConfig()
-    onnx_path = Path(onnx_path)
+    onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
         raise MasqueradeError(f"model file not found: {onnx_path}")
+    if not shared:
+        return _load(onnx_path, config)
+    stat = onnx_path.stat()
+    key = (str(onnx_path), stat.st_size, stat.st_mtime_ns, dataclasses.astuple(config))
+    with _shared_lock:
+        engine = _shared.get(key)
+        if engine is None:
+            engine = _shared[key] = _load(onnx_path, config)
+    return engine
+
+
+def _load(onnx_path: Path, config: EngineConfig) -> Engine:
     if config.backend == "tensorrt":
         from masquerade.engines.tensorrt import TensorRTEngine, unavailable_reason
 

@@ -92,6 +92,13 @@ def test_engine_reports_names_and_metadata():
     assert json.loads(gen.metadata["config_json"])["size"] == 96
 
 
+def test_engines_are_shared_per_file_and_settings():
+    path = WEIGHTS_DIR / "deid_attr.onnx"
+    assert load_engine(path) is load_engine(path)
+    assert load_engine(path, EngineConfig(threads=1)) is not load_engine(path)
+    assert load_engine(path, shared=False) is not load_engine(path)
+
+
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(MasqueradeError, match="model file not found"):
         load_engine(tmp_path / "nope.onnx")
@@ -163,9 +170,9 @@ def test_tensorrt_engines_are_cached_and_rebuilt_when_the_key_changes(tmp_path, 
     path = networks()["deid_attr"]
     config = EngineConfig(backend="tensorrt", precision="fp32", max_batch=4,
                           cache_dir=str(tmp_path))
-    first = load_engine(path, config)
+    first = load_engine(path, config, shared=False)
     mtime = first.plan_path.stat().st_mtime_ns
-    again = load_engine(path, config)
+    again = load_engine(path, config, shared=False)  # a new engine, from the cached plan
     assert again.plan_path == first.plan_path and again.plan_path.stat().st_mtime_ns == mtime
     fp16 = load_engine(path, dataclasses.replace(config, precision="fp16"))
     assert fp16.plan_path != first.plan_path
