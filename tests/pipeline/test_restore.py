@@ -70,7 +70,7 @@ def test_identity_angle_comes_from_config_and_inverts() -> None:
     from masquerade.anonymizers import identity_key
     from masquerade.config import AnonymizerConfig
 
-    k90 = identity_key(AnonymizerConfig())
+    k90 = identity_key(AnonymizerConfig(max_identity_angle=90.0))
     k120 = identity_key(AnonymizerConfig(max_identity_angle=120.0))
     z = k90.centre + np.random.default_rng(0).normal(scale=0.1, size=128)
     a, b = k90.apply(z, b"track-1", 1.0), k120.apply(z, b"track-1", 1.0)
