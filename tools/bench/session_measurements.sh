@@ -10,6 +10,9 @@ for size in 1280x720 1920x1080; do
   $py -m masquerade bench --frames 90 --size $size --config configs/live.yaml \
       --json "$out/bench_live_$size.json" >/dev/null
 done
+$py -m masquerade bench --models --json "$out/bench_models_default.json" >/dev/null
+$py -m masquerade bench --models --config configs/live.yaml \
+    --json "$out/bench_models_live.json" >/dev/null
 for backend in pyav gstreamer; do
   $py tools/bench/live_latency.py --backend $backend --seconds 20 --config configs/live.yaml \
       --out "$out/latency_$backend.json"
