@@ -27,6 +27,7 @@ import numpy as np
 
 from masquerade.alignment import CropSpec, estimate_transforms
 from masquerade.anonymizers.base import FaceRegion
+from masquerade.anonymizers.classic import PixelateAnonymizer
 from masquerade.models.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,8 @@ class CamouflageAnonymizer:
         self.segmenter = PersonSegmenter() if hair else None
         self._tracks: OrderedDict[int, _Track] = OrderedDict()
         self.weak_tracks = 0  # tracks where even the gentlest change broke the match
+        self.no_landmarks = PixelateAnonymizer(6)
+        self.no_landmark_faces = 0
 
     def _transform(self, region: FaceRegion) -> np.ndarray | None:
         kps = region.keypoints
@@ -277,10 +280,9 @@ class CamouflageAnonymizer:
         out = []
         for r in regions:
             m = self._transform(r)
-            if m is None:  # no landmarks to place the new features: leave it to the gate
-                from masquerade.anonymizers.classic import PixelateAnonymizer
-
-                out.extend(PixelateAnonymizer(6).anonymize([r]))
+            if m is None:  # no landmarks to place a new look on: fail closed
+                out.extend(self.no_landmarks.anonymize([r]))
+                self.no_landmark_faces += 1
                 continue
             hair_weight = self._hair_weight(r, m)
             t = self.track(r, m, hair_weight)

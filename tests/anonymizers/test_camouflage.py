@@ -18,7 +18,6 @@ from masquerade.config import AnonymizerConfig
 from masquerade.errors import ConfigError
 from masquerade.keys import SecretKey
 from masquerade.models.recognizer import Recognizer
-from tests.anonymizers.test_deid import astronaut_region  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def test_appearance_is_a_function_of_the_password():
     assert np.abs(a.field()).max() < 0.15 * FIELD.size
 
 
-def test_strength_zero_changes_nothing(astronaut_region):  # noqa: F811
+def test_strength_zero_changes_nothing(astronaut_region):
     appearance = Appearance.from_password(b"pw")
     m = np.array([[0.3, 0.0, -10.0], [0.0, 0.3, -8.0]])
     out = apply_appearance(astronaut_region.pixels, m, appearance.field(), appearance.skin,
@@ -50,7 +49,7 @@ def test_strength_zero_changes_nothing(astronaut_region):  # noqa: F811
 
 
 def test_camouflage_changes_the_face_but_the_recognizer_still_matches(
-        astronaut_region, recognizer):  # noqa: F811
+        astronaut_region, recognizer):
     camo = CamouflageAnonymizer(lambda t: b"track-%d" % t, recognizer, margin=0.8)
     region = astronaut_region
     (out,) = camo.anonymize([region])
@@ -67,7 +66,7 @@ def test_camouflage_changes_the_face_but_the_recognizer_still_matches(
     assert np.abs(other.astype(int) - out).mean() > 1.0
 
 
-def test_tighter_margin_picks_a_gentler_camouflage(astronaut_region, recognizer):  # noqa: F811
+def test_tighter_margin_picks_a_gentler_camouflage(astronaut_region, recognizer):
     loose = CamouflageAnonymizer(lambda t: b"x", recognizer, margin=1.0)
     tight = CamouflageAnonymizer(lambda t: b"x", recognizer, margin=0.3)
     loose.anonymize([astronaut_region])
@@ -77,7 +76,7 @@ def test_tighter_margin_picks_a_gentler_camouflage(astronaut_region, recognizer)
     assert b.distance <= 0.3 * 0.6 or tight.weak_tracks == 1  # or the gentlest rung, said so
 
 
-def test_camouflage_mode_needs_a_key_and_gates_small_faces(astronaut_region):  # noqa: F811
+def test_camouflage_mode_needs_a_key_and_gates_small_faces(astronaut_region):
     config = AnonymizerConfig(mode="camouflage")
     with pytest.raises(ConfigError, match="camouflage needs a key"):
         build_anonymizer(config)
@@ -107,7 +106,7 @@ def test_hair_gets_the_target_colour_and_skin_coloured_pixels_keep_theirs():
     assert np.abs(out[20:].astype(int) - image[20:]).max() <= 1  # skin untouched
 
 
-def test_camouflage_recolours_the_hair_above_the_face(astronaut_region, recognizer):  # noqa: F811
+def test_camouflage_recolours_the_hair_above_the_face(astronaut_region, recognizer):
     with_hair = CamouflageAnonymizer(lambda t: b"pw", recognizer, hair=True)
     without = CamouflageAnonymizer(lambda t: b"pw", recognizer, hair=False)
     (a,) = with_hair.anonymize([astronaut_region])
@@ -115,3 +114,11 @@ def test_camouflage_recolours_the_hair_above_the_face(astronaut_region, recogniz
     x0, y0, x1, _ = astronaut_region.box.astype(int)
     top = slice(0, max(y0 - 5, 1)), slice(x0, x1)  # above the face box: hair
     assert np.abs(a[top].astype(int) - b[top]).mean() > 3.0
+
+
+def test_a_face_without_landmarks_is_pixelated_not_left_bare(astronaut_region,
+                                                             recognizer):
+    camo = CamouflageAnonymizer(lambda t: b"pw", recognizer, hair=False)
+    bare = replace(astronaut_region, keypoints=None)
+    (out,) = camo.anonymize([bare])
+    assert camo.no_landmark_faces == 1 and face_change(bare, out) > 10.0
