@@ -151,6 +151,11 @@ class CropSpec:
         """
         return (np.asarray(unit) + self.padding) / (1 + 2 * self.padding) * self.size - 0.5
 
+    def unit_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v): unit-frame coordinates of every pixel centre, each (size, size)."""
+        pix = (np.arange(self.size) + 0.5) / self.size * (1 + 2 * self.padding) - self.padding
+        return np.meshgrid(pix, pix)
+
 
 DLIB_CHIP = CropSpec(150, 0.25)
 

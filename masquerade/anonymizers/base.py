@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
+
+V = TypeVar("V")
 
 
 @dataclass
@@ -27,6 +30,22 @@ class FaceRegion:
     def face_size(self) -> float:
         """Shorter side of the face box: what anonymization strength scales with."""
         return float(max(1.0, min(self.box[2] - self.box[0], self.box[3] - self.box[1])))
+
+
+class TrackCache(OrderedDict[int, V]):
+    """Per-track state of a keyed anonymizer: storing or touching a track makes it the
+    most recent, and beyond `limit` tracks the least recently seen are forgotten (a
+    long live stream would otherwise grow without bound)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, track_id: int, value: V) -> None:
+        super().__setitem__(track_id, value)
+        self.move_to_end(track_id)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
 class Anonymizer(Protocol):

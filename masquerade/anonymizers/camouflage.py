@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from masquerade.alignment import CropSpec, estimate_transforms
-from masquerade.anonymizers.base import FaceRegion
+from masquerade.alignment import CropSpec, estimate_transforms, invert
+from masquerade.anonymizers.base import FaceRegion, TrackCache
 from masquerade.anonymizers.classic import PixelateAnonymizer
 from masquerade.models.recognizer import Recognizer
 
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 FIELD = CropSpec(64, 0.25)  # the displacement field's grid: smooth, so coarse is enough
 SIGMA = 0.13  # feature influence radius, unit face frame (eye distance ~0.54)
 LADDER = (1.0, 0.8, 0.6, 0.45, 0.3, 0.15)
-TRACK_CACHE = 4096
 
 # (control point in the unit face frame, mirrored partner index or -1) and each feature's
 # largest move; features move symmetrically so the face stays plausible.
@@ -93,8 +91,7 @@ class Appearance:
 
     def field(self, crop: CropSpec = FIELD) -> np.ndarray:
         """(S, S, 2) forward displacement in crop pixels, at strength 1."""
-        pix = (np.arange(crop.size) + 0.5) / crop.size * (1 + 2 * crop.padding) - crop.padding
-        u = np.stack(np.meshgrid(pix, pix), -1)  # unit-frame coordinates of pixel centres
+        u = np.stack(crop.unit_grid(), -1)
         d2 = ((u[:, :, None, :] - self.points[None, None]) ** 2).sum(-1)
         weights = np.exp(-d2 / (2 * SIGMA**2))
         unit_moves = weights @ self.moves  # (S, S, 2)
@@ -103,8 +100,7 @@ class Appearance:
 
 def skin_mask(crop: CropSpec = FIELD, feather: float = 0.35) -> np.ndarray:
     """(S, S) soft ellipse over brow-to-chin skin, in the crop's framing."""
-    pix = (np.arange(crop.size) + 0.5) / crop.size * (1 + 2 * crop.padding) - crop.padding
-    u, v = np.meshgrid(pix, pix)
+    u, v = crop.unit_grid()
     r = np.sqrt(((u - 0.49) / 0.55) ** 2 + ((v - 0.58) / 0.62) ** 2)
     return np.clip((1.0 - r) / feather, 0.0, 1.0).astype(np.float32)
 
@@ -112,8 +108,7 @@ def skin_mask(crop: CropSpec = FIELD, feather: float = 0.35) -> np.ndarray:
 def hair_region(crop: CropSpec = FIELD) -> np.ndarray:
     """(S, S) weight of where hair can be, in the crop's framing: above the brows and
     around the temples, outside the skin ellipse."""
-    pix = (np.arange(crop.size) + 0.5) / crop.size * (1 + 2 * crop.padding) - crop.padding
-    u, v = np.meshgrid(pix, pix)
+    u, v = crop.unit_grid()
     above = np.clip((-0.02 - v) / 0.15, 0.0, 1.0)  # from above the brows upwards
     # beside the face down to the jaw: long hair (ears are skin-coloured and excluded later)
     beside = np.clip((np.abs(u - 0.5) - 0.55) / 0.1, 0.0, 1.0) * np.clip((0.9 - v) / 0.1, 0, 1)
@@ -183,8 +178,7 @@ def apply_appearance(pixels: np.ndarray, transform: np.ndarray, field: np.ndarra
     d_crop = cv2.warpAffine(field, transform, (w, h), flags=flags,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # crop-pixel displacements back into image pixels: the inverse of M's linear part
-    a = transform[:, :2]
-    a_inv = np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / np.linalg.det(a)
+    a_inv = invert(transform)[:, :2]
     d_img = d_crop.reshape(-1, 2) @ (strength * a_inv.T).astype(np.float32)
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     map_x = xs - d_img[:, 0].reshape(h, w)  # backward map of a smooth forward field
@@ -215,7 +209,7 @@ class CamouflageAnonymizer:
         self.mask = skin_mask()
         self.hair_region = hair_region()
         self.segmenter = PersonSegmenter() if hair else None
-        self._tracks: OrderedDict[int, _Track] = OrderedDict()
+        self._tracks: TrackCache[_Track] = TrackCache()
         self.weak_tracks = 0  # tracks where even the gentlest change broke the match
         self.no_landmarks = PixelateAnonymizer(6)
         self.no_landmark_faces = 0
@@ -271,8 +265,6 @@ class CamouflageAnonymizer:
         t = self._tracks.get(region.track_id)
         if t is None:
             t = self._tracks[region.track_id] = self._calibrate(region, transform, hair_weight)
-            while len(self._tracks) > TRACK_CACHE:
-                self._tracks.popitem(last=False)
         self._tracks.move_to_end(region.track_id)
         return t
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 
 from masquerade.alignment import CropSpec, estimate_transforms, paste_back
-from masquerade.anonymizers.base import FaceRegion
+from masquerade.anonymizers.base import FaceRegion, TrackCache
 from masquerade.config import EngineConfig
 from masquerade.engines.engine import load_engine
 from masquerade.models.registry import WEIGHTS_DIR, identity_encoder_onnx
@@ -31,7 +30,6 @@ from masquerade.models.registry import WEIGHTS_DIR, identity_encoder_onnx
 log = logging.getLogger(__name__)
 
 CHIP = 150
-TRACK_CACHE = 4096
 
 
 def box_transforms(boxes: np.ndarray, crop: CropSpec) -> np.ndarray:
@@ -48,8 +46,7 @@ def box_transforms(boxes: np.ndarray, crop: CropSpec) -> np.ndarray:
 
 def face_mask(crop: CropSpec, feather: float = 0.12) -> np.ndarray:
     """(S, S) float32 soft ellipse over the face (forehead to chin) in the crop's framing."""
-    pix = (np.arange(crop.size) + 0.5) / crop.size * (1 + 2 * crop.padding) - crop.padding
-    u, v = np.meshgrid(pix, pix)  # unit-frame coordinates of pixel centres
+    u, v = crop.unit_grid()
     r = np.sqrt(((u - 0.5) / 0.62) ** 2 + ((v - 0.5) / 0.72) ** 2)
     return np.clip((1.0 - r) / feather, 0.0, 1.0).astype(np.float32)
 
@@ -141,9 +138,9 @@ class KeyedDeidAnonymizer:
         self.mask = face_mask(self.crop)
         self.colour_match = colour_match
         self.render_every = max(1, int(render_every))
-        self._identities: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._identities: TrackCache[np.ndarray] = TrackCache()
         # each track's last rendered face, in crop coordinates, and how many frames ago
-        self._fakes: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self._fakes: TrackCache[tuple[np.ndarray, int]] = TrackCache()
         self.rendered_faces = 0
         self.reused_faces = 0
 
@@ -168,8 +165,6 @@ class KeyedDeidAnonymizer:
                 tid = track_ids[i]
                 self._identities[tid] = np.asarray(
                     self.key.apply(zi, self.password(tid), self.d), np.float32)  # type: ignore[attr-defined]
-                while len(self._identities) > TRACK_CACHE:
-                    self._identities.popitem(last=False)
         for t in track_ids:
             self._identities.move_to_end(t)
         return np.stack([self._identities[t] for t in track_ids])
@@ -197,9 +192,6 @@ class KeyedDeidAnonymizer:
                 fake, age = self._fakes[t]
                 fakes[i] = fake
                 self._fakes[t] = (fake, age + 1)
-            self._fakes.move_to_end(t)
-        while len(self._fakes) > TRACK_CACHE:
-            self._fakes.popitem(last=False)
         self.rendered_faces += len(todo)
         self.reused_faces += len(tracks) - len(todo)
         return fakes

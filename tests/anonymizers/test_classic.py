@@ -114,3 +114,13 @@ def test_temporal_blend_mixes_a_tracks_previous_output() -> None:
     assert second[5, 5, 0] == 0  # outside the box: untouched
     other = blend.anonymize([region(2)])[0]
     assert other[30, 30, 0] == 200  # a new track starts from its own output
+
+
+def test_track_cache_forgets_the_least_recently_seen_track():
+    from masquerade.anonymizers.base import TrackCache
+
+    cache: TrackCache[str] = TrackCache(limit=2)
+    cache[1], cache[2] = "a", "b"
+    cache.move_to_end(1)  # track 1 seen again
+    cache[3] = "c"
+    assert list(cache) == [1, 3]
