@@ -9,6 +9,10 @@ MIN_IMAGES images, the first MAX_PEOPLE by sorted name are kept; each row is the
 that person's descriptors (port of dlib's encoder on 150x150 chips made with the fixed
 ArcFace-to-dlib similarity), stored as float16. Reuses the embeddings cached by
 tools/eval/lfw_identity.py when present, else embeds the train images itself.
+
+Also writes identity_axes.npz beside it: the library's top principal axes and variances, the
+frame of the orthogonal identity transform (`keys.orthogonal`). `--axes-only` rebuilds just
+that file from the shipped library (no LFW needed).
 """
 
 from __future__ import annotations
@@ -29,6 +33,17 @@ MAX_PEOPLE = 512
 OUT = REPO_ROOT / "masquerade" / "keys" / "reference_identities.npy"
 
 
+def write_axes(library_file: Path) -> Path:
+    from masquerade.keys.orthogonal import AXES_FILE, principal_axes
+
+    axes, variances = principal_axes(np.load(library_file).astype(np.float64))
+    out = library_file.parent / AXES_FILE
+    np.savez(out, axes=axes, variances=variances)
+    log.info("wrote %s: %d axes, %.1f%% of the library's variance", out, axes.shape[1],
+             100 * variances.sum() / np.load(library_file).astype(np.float64).var(0, ddof=1).sum())
+    return out
+
+
 def embed(paths: list[Path]) -> np.ndarray:
     from masquerade.models.dlib_resnet import FaceEncoder
 
@@ -45,8 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=Path("out/identity/cache/lfw_arcface.npz"))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--axes-only", action="store_true",
+                        help="only rebuild identity_axes.npz from the library at --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.axes_only:
+        write_axes(args.out)
+        return
     root = lfw_root()
     people = sorted(p.name for p in root.iterdir() if p.is_dir())
     counts = {n: len(list((root / n).glob("*.jpg"))) for n in people}
@@ -69,6 +89,7 @@ def main() -> None:
         "dtype": str(library.dtype), "bytes": args.out.stat().st_size,
     }
     log.info(json.dumps(stats))
+    write_axes(args.out)
 
 
 if __name__ == "__main__":

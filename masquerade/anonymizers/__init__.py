@@ -24,10 +24,15 @@ def build_classic(mode: str, config: AnonymizerConfig) -> Anonymizer:
 
 
 def identity_key(config: AnonymizerConfig):
-    """The keyed rotation M with the configured angle curve (shared by run and restore)."""
+    """The keyed identity transform M with the configured angle curve (shared by run and
+    restore)."""
+    from masquerade.keys.orthogonal import OrthogonalIdentityKey
     from masquerade.keys.rotation import IdentityKey, PrivacyCurve
 
-    return IdentityKey(curve=PrivacyCurve(max_angle_deg=config.max_identity_angle))
+    curve = PrivacyCurve(max_angle_deg=config.max_identity_angle)
+    if config.identity_transform == "rotation":
+        return IdentityKey(curve=curve)
+    return OrthogonalIdentityKey(curve=curve)
 
 
 def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,

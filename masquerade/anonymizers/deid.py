@@ -1,8 +1,8 @@
 """Keyed generative de-identification: each tracked face becomes a consistent fake person.
 
 Per region: align the face to the generator's canonical crop with its BlazeFace keypoints,
-take the identity z = E_id(chip) once per track, rotate it with the track's password,
-z_new = M(z, p_track, d) (`masquerade.keys`), render G(z_new, E_attr(face)), match its
+take the identity z = E_id(chip) once per track, turn it with the track's password,
+z_new = M(z, p_track, d) (`masquerade.keys.orthogonal`), render G(z_new, E_attr(face)), match its
 colours to the original inside the face mask (mean/std per Lab channel) and paste it back
 with a feathered elliptical mask. The rotation is invertible with the key, so the original
 identity vector can be recovered; the pixels of the original face cannot.
@@ -111,8 +111,8 @@ class KeyedDeidAnonymizer:
     """The anonymizer interface over the keyed generator: one stable fake identity per track.
 
     `password(track_id)` gives the track's password p (e.g. `partial(secret.track_password,
-    stream_id)`); `d` in [0, 1] is the privacy level of the rotation. `key` supplies f(p)
-    and g(d) (default: the shipped reference library).
+    stream_id)`); `d` in [0, 1] is the privacy level. `key` is the keyed identity transform
+    (default: `keys.orthogonal` with the shipped library).
     """
 
     def __init__(
@@ -127,11 +127,11 @@ class KeyedDeidAnonymizer:
         engine: EngineConfig | None = None,
         render_every: int = 1,
     ) -> None:
-        from masquerade.keys.rotation import IdentityKey
+        from masquerade.keys.orthogonal import OrthogonalIdentityKey
 
         self.password = password
         self.d = d
-        self.key = key if key is not None else IdentityKey()
+        self.key = key if key is not None else OrthogonalIdentityKey()
         self.generator = DeidGenerator(weights_dir, threads, engine)
         self.encoder = identity_encoder or default_identity_encoder(threads, engine)
         self.crop = self.generator.crop

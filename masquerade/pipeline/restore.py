@@ -31,7 +31,7 @@ from masquerade.streams import Frame
 
 log = logging.getLogger(__name__)
 
-TRACK_LOG_VERSION = 1
+TRACK_LOG_VERSION = 2  # 2: anonymizer.identity_transform (absent in 1: rotation)
 
 
 def track_log_path(video: str | os.PathLike[str]) -> Path:
@@ -83,8 +83,10 @@ class TrackLog:
         try:
             data = json.loads(path.read_text())
             log_ = cls(data["meta"])
+            if data.get("version", 1) < 2:  # before the orthogonal transform existed
+                log_.meta["anonymizer"].setdefault("identity_transform", "rotation")
             log_.frames = {int(k): v for k, v in data["frames"].items()}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise InputError(f"track log {path} is damaged") from None
         return log_
 

@@ -1,11 +1,12 @@
 """Measure keyed de-identification on LFW TEST-split faces; write JSON and a sample grid.
 
-    python tools/eval/deid_metrics.py [--n 50] [--max-angle 90] [--weights DIR]
+    python tools/eval/deid_metrics.py [--n 50] [--transform orthogonal|rotation]
+        [--max-angle 90] [--weights DIR]
 
 Probes: the first image of the first `n` TEST people (sorted by name; never seen in
 training) who have at least two images; their other images (up to 4) form the gallery.
 Every number uses dlib's recognizer (distance < 0.6 = same person) on the full-resolution
-150x150 chip of the original, and the pipeline's own rotation (`IdentityKey`, centred).
+150x150 chip of the original, and the pipeline's own keyed transform (`anonymizers.identity_key`).
 For each privacy level d, with two random passwords A and B per face:
 * protection: share of G(M(z, A, d), E_attr(x)) still matching the original (lower is
   better), and gallery protection: share of de-identified probes matching any other image
@@ -33,10 +34,11 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from masquerade.alignment import ARCFACE_112, DLIB_CHIP, estimate_transforms, warp_faces
+from masquerade.anonymizers import identity_key
 from masquerade.anonymizers.deid import CHIP, WEIGHTS_DIR, DeidGenerator
+from masquerade.config import AnonymizerConfig
 from masquerade.datasets import REPO_ROOT, is_train_person, lfw_root, load_rgb
 from masquerade.engines.blazeface import BlazeFace
-from masquerade.keys.rotation import IdentityKey, PrivacyCurve
 from masquerade.models.dlib_resnet import FaceEncoder
 
 log = logging.getLogger("deid_metrics")
@@ -80,8 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--transform", choices=["orthogonal", "rotation"], default="orthogonal",
+                        help="keyed identity transform (anonymizer.identity_transform)")
     parser.add_argument("--max-angle", type=float, default=90.0,
-                        help="identity rotation at d=1, degrees (anonymizer.max_identity_angle)")
+                        help="identity turn at d=1, degrees (anonymizer.max_identity_angle)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "deid_metrics.json")
     parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "deid_samples.png")
     parser.add_argument("--seed", type=int, default=0)
@@ -90,7 +94,8 @@ def main() -> None:
     gen = DeidGenerator(args.weights, threads=2)
     crop = gen.crop
     encoder = FaceEncoder(threads=2)
-    key = IdentityKey(curve=PrivacyCurve(max_angle_deg=args.max_angle))
+    key = identity_key(AnonymizerConfig(identity_transform=args.transform,
+                                        max_identity_angle=args.max_angle))
     detector = BlazeFace("short_range", min_score=0.5)
     people = test_people(args.n)
     m_crop = estimate_transforms(ARCFACE_112[None], "arcface5", crop)[0]
@@ -125,7 +130,8 @@ def main() -> None:
     psnr, ssim = mean_psnr_ssim(x, rec)
     result: dict[str, object] = {
         "faces": len(people), "gallery_images": int(sum(len(g) for g in galleries)),
-        "crop": [crop.size, crop.padding], "max_identity_angle": args.max_angle,
+        "crop": [crop.size, crop.padding], "identity_transform": args.transform,
+        "max_identity_angle": args.max_angle,
         "baseline_resize_distance": float(dist(z).mean()),
         "original_gallery_match_rate": gallery_rate(z_orig),
         "original_detection_rate": float(np.mean([k is not None for k in kp_orig])),

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import yaml
 
 from masquerade.datasets import REPO_ROOT
+from masquerade.keys.orthogonal import OrthogonalIdentityKey
 from masquerade.keys.reference import ReferenceLibrary
 from masquerade.keys.rotation import IdentityKey, PrivacyCurve, rotate
 from masquerade.models.deid import (
@@ -71,8 +72,11 @@ class TrainConfig:
     same_prob: float = 0.5  # own identity (reconstruction)
     rotate_prob: float = 0.5  # of the cross-identity samples: rotated own vs another face
     d_range: tuple[float, float] = (0.25, 1.0)
-    # rotated targets as the pipeline makes them: IdentityKey about the shipped library's
-    # centre (false: the first run's rotation about the origin, with the cache's library)
+    # keyed targets as the pipeline makes them: "orthogonal" (keys.orthogonal, the default
+    # transform) or "rotation" (Cao et al.'s, rotation.IdentityKey)
+    identity_transform: str = "rotation"
+    # rotation only: about the shipped library's centre (false: the first run's rotation
+    # about the origin, with the cache's library)
     centred_rotation: bool = True
     max_identity_angle: float = 90.0
     init_weights: str = ""  # start G and E_attr from a weights file (no checkpoint yet)
@@ -98,6 +102,8 @@ def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
     cfg = TrainConfig(**data)
     cfg.betas = tuple(cfg.betas)  # type: ignore[assignment]
     cfg.d_range = tuple(cfg.d_range)  # type: ignore[assignment]
+    if cfg.identity_transform not in ("orthogonal", "rotation"):
+        raise SystemExit("identity_transform: must be orthogonal or rotation")
     return cfg
 
 
@@ -144,10 +150,13 @@ def identity_targets(
     if rotated.any():
         d = rng.uniform(*cfg.d_range, rotated.sum())
         curve = PrivacyCurve(max_angle_deg=cfg.max_identity_angle)
-        if cfg.centred_rotation:
-            key = IdentityKey(data.shipped_library, curve)
+        if cfg.identity_transform == "orthogonal" or cfg.centred_rotation:
+            key = (OrthogonalIdentityKey(data.shipped_library, curve)
+                   if cfg.identity_transform == "orthogonal"
+                   else IdentityKey(data.shipped_library, curve))
             passwords = [rng.bytes(16) for _ in range(rotated.sum())]
-            z[rotated] = key.apply(z_own[rotated], passwords, d)
+            z[rotated] = np.stack([key.apply(zi, p, di) for zi, p, di
+                                   in zip(z_own[rotated], passwords, d, strict=True)])
         else:
             targets = np.stack([data.library.target(rng.bytes(16))
                                 for _ in range(rotated.sum())])
