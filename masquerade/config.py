@@ -108,6 +108,16 @@ class AnonymizerConfig:
         1, "deid: render each track's fake face every N frames and re-align it in between "
         "(N-fold less generator work; expression lags up to N-1 frames)", 1, 30
     )
+    identity_feedback: float = _f(
+        0.5, "deid: per-track correction of the generator's identity input from the measured "
+        "fake (0 = off): steadier fake identity, better restore; costs one E_id pass per "
+        "rendered face", 0.0, 1.0,
+    )
+    identity_refresh_distance: float = _f(
+        0.7, "deid: a track whose face moves this far (dlib distance) from the one its fake "
+        "identity came from, twice in a row 10 renders apart, is someone else (a tracker ID "
+        "switch) and gets a new fake identity (0 = never)", 0.0, 2.0,
+    )
     camouflage_strength: float = _f(
         1.0, "camouflage: most appearance change allowed (face shape and skin tone), 0..1; "
         "each track gets the strongest level its recognizer still matches", 0.0, 1.0

@@ -59,7 +59,9 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
     generator = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, stream_id), d=config.privacy_level,
         key=identity_key(config), engine=engine,
-        render_every=config.generator_every_n_frames)
+        render_every=config.generator_every_n_frames,
+        identity_feedback=config.identity_feedback,
+        refresh_distance=config.identity_refresh_distance)
     gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)
     return TemporalBlend(gate, alpha=1.0 - config.temporal_smoothing)

@@ -30,6 +30,9 @@ from masquerade.models.registry import WEIGHTS_DIR, identity_encoder_onnx
 log = logging.getLogger(__name__)
 
 CHIP = 150
+MAX_CORRECTION = 0.5  # largest offset identity feedback may add to a track's z_new
+IDENTITY_CHECK_EVERY = 10  # renders between re-measurements of a track's face
+IDENTITY_REFRESH_STRIKES = 2  # checks in a row beyond refresh_distance before a refresh
 
 
 def box_transforms(boxes: np.ndarray, crop: CropSpec) -> np.ndarray:
@@ -126,6 +129,8 @@ class KeyedDeidAnonymizer:
         colour_match: bool = True,
         engine: EngineConfig | None = None,
         render_every: int = 1,
+        identity_feedback: float = 0.0,
+        refresh_distance: float = 0.0,
     ) -> None:
         from masquerade.keys.orthogonal import OrthogonalIdentityKey
 
@@ -138,7 +143,14 @@ class KeyedDeidAnonymizer:
         self.mask = face_mask(self.crop)
         self.colour_match = colour_match
         self.render_every = max(1, int(render_every))
+        self.identity_feedback = float(identity_feedback)
         self._identities: TrackCache[np.ndarray] = TrackCache()
+        # what each track's generator input is: z_new plus the feedback correction
+        self._inputs: TrackCache[np.ndarray] = TrackCache()
+        self.refresh_distance = float(refresh_distance)
+        self._measured: TrackCache[np.ndarray] = TrackCache()  # the E_id z_new came from
+        self._checks: TrackCache[tuple[int, int]] = TrackCache()  # renders since, strikes
+        self.refreshed_tracks = 0
         # each track's last rendered face, in crop coordinates, and how many frames ago
         self._fakes: TrackCache[tuple[np.ndarray, int]] = TrackCache()
         self.rendered_faces = 0
@@ -154,20 +166,81 @@ class KeyedDeidAnonymizer:
                 out[i] = box_transforms(r.box, self.crop)[0]
         return out
 
+    def aligned(self, regions: list[FaceRegion]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 3) crops in the generator's framing and the (N, 2, 3) transforms."""
+        transforms = self._transforms(regions)
+        size = self.crop.size
+        crops = np.stack([
+            cv2.warpAffine(r.pixels, m, (size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+            for r, m in zip(regions, transforms, strict=True)
+        ])
+        return crops, transforms
+
+    def measure(self, crops: np.ndarray) -> np.ndarray:
+        """E_id of crops in the generator's framing (upsampled to dlib's 150 px chip)."""
+        return self.encoder(np.stack([
+            cv2.resize(c, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR) for c in crops]))
+
     def identities(self, track_ids: list[int], crops: np.ndarray) -> np.ndarray:
-        """z_new = M(E_id(chip), p_track, d), computed once per track and cached."""
-        missing = [i for i, t in enumerate(track_ids) if t not in self._identities]
-        if missing:
-            chips = np.stack([cv2.resize(crops[i], (CHIP, CHIP), interpolation=cv2.INTER_LINEAR)
-                              for i in missing])
-            z = self.encoder(chips)
-            for i, zi in zip(missing, z, strict=True):
+        """z_new = M(E_id(chip), p_track, d), computed once per track and cached.
+
+        Every IDENTITY_CHECK_EVERY renders a track's face is measured again; when it is
+        farther than `refresh_distance` from the identity the track was given, twice in a
+        row, the face is someone else (a tracker ID switch when two people cross) and the
+        track's identity is re-derived from the new face: the other person must not wear
+        the first one's fake, and restore must not bring back the first person on the
+        second's face. Restore runs this same rule on the fakes, whose identity is stable
+        within a track (~0.2 apart) and jumps when a refresh happened, so it re-inverts
+        there without anything recorded.
+        """
+        due = []
+        for i, t in enumerate(track_ids):
+            if t not in self._identities:
+                due.append(i)
+            elif self.refresh_distance > 0:
+                renders, strikes = self._checks.get(t, (0, 0))
+                self._checks[t] = (renders + 1, strikes)
+                if renders + 1 >= IDENTITY_CHECK_EVERY:
+                    due.append(i)
+        if due:
+            for i, zi in zip(due, self.measure(crops[due]), strict=True):
                 tid = track_ids[i]
+                if tid in self._identities:
+                    strikes = self._checks[tid][1] + 1 if np.linalg.norm(
+                        zi - self._measured[tid]) > self.refresh_distance else 0
+                    self._checks[tid] = (0, strikes)
+                    if strikes < IDENTITY_REFRESH_STRIKES:
+                        continue
+                    self.refreshed_tracks += 1
+                    self._inputs.pop(tid, None)
+                    log.info("track %d: the face is someone else now; new identity", tid)
+                self._checks[tid] = (0, 0)
+                self._measured[tid] = zi
                 self._identities[tid] = np.asarray(
                     self.key.apply(zi, self.password(tid), self.d), np.float32)  # type: ignore[attr-defined]
         for t in track_ids:
             self._identities.move_to_end(t)
         return np.stack([self._identities[t] for t in track_ids])
+
+    def _steer(self, tracks: list[int], z_new: np.ndarray, inputs: np.ndarray,
+               fakes: np.ndarray) -> None:
+        """Per-track integral control of the generator's identity input.
+
+        G lands ~0.35 (dlib distance) from the identity it is asked for, and where depends
+        on pose and expression, so a track's fake drifts as the head turns. Measuring the
+        rendered fake with E_id and moving the track's input by `identity_feedback` times
+        the miss pulls the fake back onto z_new over a few renders (loop gain ~0.75 x
+        feedback < 1, so it settles without ringing): steadier fakes, and fakes that sit
+        where M put them, which is what restore inverts.
+        """
+        miss = z_new - self.measure(fakes)
+        for t, z, u, m in zip(tracks, z_new, inputs, miss, strict=True):
+            correction = u + self.identity_feedback * m - z
+            norm = float(np.linalg.norm(correction))
+            if norm > MAX_CORRECTION:  # never steer a track's input far from z_new
+                correction *= MAX_CORRECTION / norm
+            self._inputs[t] = (z + correction).astype(np.float32)
 
     def render(self, regions: list[FaceRegion], crops: np.ndarray) -> np.ndarray:
         """Fake faces in crop coordinates. With `render_every` = k > 1 a track's face is
@@ -179,10 +252,15 @@ class KeyedDeidAnonymizer:
                 if t not in self._fakes or self._fakes[t][1] + 1 >= self.render_every]
         fakes = np.empty_like(crops)
         if todo:
-            z_new = self.identities([tracks[i] for i in todo], crops[todo])
-            fresh = self.generator(crops[todo], z_new)
+            todo_tracks = [tracks[i] for i in todo]
+            z_new = self.identities(todo_tracks, crops[todo])
+            inputs = np.stack([self._inputs.get(t, z) for t, z in
+                               zip(todo_tracks, z_new, strict=True)])
+            fresh = self.generator(crops[todo], inputs)
             if self.colour_match:
                 fresh = match_colours(fresh, crops[todo], self.mask)
+            if self.identity_feedback > 0:
+                self._steer(todo_tracks, z_new, inputs, fresh)
             fakes[todo] = fresh
         done = set(todo)
         for i, t in enumerate(tracks):
@@ -199,13 +277,8 @@ class KeyedDeidAnonymizer:
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
         if not regions:
             return []
-        transforms = self._transforms(regions)
+        crops, transforms = self.aligned(regions)
         size = self.crop.size
-        crops = np.stack([
-            cv2.warpAffine(r.pixels, m, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
-            for r, m in zip(regions, transforms, strict=True)
-        ])
         fakes = self.render(regions, crops)
         masks = np.broadcast_to(self.mask, (1, size, size))
         return [

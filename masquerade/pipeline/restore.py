@@ -31,7 +31,9 @@ from masquerade.streams import Frame
 
 log = logging.getLogger(__name__)
 
-TRACK_LOG_VERSION = 2  # 2: anonymizer.identity_transform (absent in 1: rotation)
+TRACK_LOG_VERSION = 2  # 2: identity_transform, identity_refresh_distance (1: rotation, 0)
+# Fakes of one track sit ~0.2 apart; a refresh moves them by ~0.75x the face's move.
+RESTORE_REFRESH_FRACTION = 0.65
 
 
 def track_log_path(video: str | os.PathLike[str]) -> Path:
@@ -83,8 +85,9 @@ class TrackLog:
         try:
             data = json.loads(path.read_text())
             log_ = cls(data["meta"])
-            if data.get("version", 1) < 2:  # before the orthogonal transform existed
+            if data.get("version", 1) < 2:  # before the orthogonal transform and refreshes
                 log_.meta["anonymizer"].setdefault("identity_transform", "rotation")
+                log_.meta["anonymizer"].setdefault("identity_refresh_distance", 0.0)
             log_.frames = {int(k): v for k, v in data["frames"].items()}
         except (ValueError, KeyError, TypeError, AttributeError):
             raise InputError(f"track log {path} is damaged") from None
@@ -130,7 +133,9 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
     anonymizer = KeyedDeidAnonymizer(
         password=functools.partial(key.track_password, meta["stream_id"]),
         d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)),
-        engine=config.engine)
+        engine=config.engine, identity_feedback=config.anonymizer.identity_feedback,
+        # a refresh moves the fake by about what it moved the face, shrunk by the generator
+        refresh_distance=RESTORE_REFRESH_FRACTION * run_config.identity_refresh_distance)
     pipeline = TrackLogPipeline(track_log, Compositor(anonymizer, run_config), config)
     return run_file(input_url, output, config, overwrite=overwrite, pipeline=pipeline,
                     record_tracks=False)

@@ -72,7 +72,9 @@ class Track:
         self.covariance = (np.eye(8) - gain @ _H) @ self.covariance
         self.last_box = box.copy()
         self.keypoints = keypoints
-        self.score = score
+        # The best evidence so far that this is a face: one weak detection in a confirmed
+        # track must not switch a generated fake face to the fallback mode for a frame.
+        self.score = max(self.score, score)
         self.hits += 1
         self.misses = 0
 

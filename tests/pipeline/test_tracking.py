@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from masquerade.config import TrackerConfig
 from masquerade.faces import Faces
@@ -66,3 +67,11 @@ def test_predict_only_frames_keep_faces_covered() -> None:
     out = tracker.predict()
     assert len(out) == 1 and out.coasting.all()
     assert np.allclose(out.centers[0], [125, 100], atol=3)
+
+
+def test_track_score_is_the_best_detection_so_far() -> None:
+    """Generators gate on the score: a weak frame in a confirmed track keeps its fake face."""
+    tracker = Tracker(TrackerConfig())
+    tracker.update(Faces(xyxy=[box(50, 50)], scores=[0.9]))
+    out = tracker.update(Faces(xyxy=[box(52, 50)], scores=[0.6]))
+    assert out.scores.tolist() == [pytest.approx(0.9)]

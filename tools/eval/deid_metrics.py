@@ -144,7 +144,8 @@ def main() -> None:
         z_b = key.apply(z, pw["B"], d).astype(np.float32)
         y_a, y_b = gen(x, z_a), gen(x, z_b)
         e_a, e_b = encoder(up(y_a)), encoder(up(y_b))
-        restored = gen(y_a, key.invert(e_a, pw["A"], d).astype(np.float32))
+        z_rec = key.invert(e_a, pw["A"], d)
+        restored = gen(y_a, z_rec.astype(np.float32))
         wrong = gen(y_a, key.invert(e_a, pw["C"], d).astype(np.float32))
         e_r, e_w = encoder(up(restored)), encoder(up(wrong))
         kp_fake = detect(detector, y_a)
@@ -164,6 +165,9 @@ def main() -> None:
             "diversity_different_rate": float((dist(e_a, e_b) >= THRESHOLD).mean()),
             "recovery": {
                 "same_person_rate": float((dist(e_r) < THRESHOLD).mean()),
+                # how M^-1 scales the generator's miss: |M^-1(E_id(y)) - z| / |E_id(y) - z_new|
+                "generator_miss": float(dist(e_a, z_a).mean()),
+                "inverse_error_ratio": float(dist(z_rec, z).mean() / dist(e_a, z_a).mean()),
                 "psnr": p_rest, "ssim": s_rest,
                 "wrong_key_same_person_rate": float((dist(e_w) < THRESHOLD).mean()),
             },
