@@ -83,6 +83,10 @@ class SizeGate:
         self.min_score = min_score
         self.fallback_faces = 0
 
+    @property
+    def refreshed_tracks(self) -> int:
+        return getattr(self.primary, "refreshed_tracks", 0)
+
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
         small = [not uses_generator(r.face_size, r.score, self.min_px, self.min_score)
                  for r in regions]
@@ -111,6 +115,10 @@ class TemporalBlend:
     @property
     def fallback_faces(self) -> int:
         return getattr(self.inner, "fallback_faces", 0)
+
+    @property
+    def refreshed_tracks(self) -> int:
+        return getattr(self.inner, "refreshed_tracks", 0)
 
     def anonymize(self, regions: list[FaceRegion]) -> list[np.ndarray]:
         import cv2

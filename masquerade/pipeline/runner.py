@@ -100,6 +100,7 @@ class FramePipeline:
             return self._fail_closed(frame, stage, exc)
         self.last_faces = faces
         stats.fallback_faces = getattr(self.compositor.anonymizer, "fallback_faces", 0)
+        stats.identity_refreshes = getattr(self.compositor.anonymizer, "refreshed_tracks", 0)
         stats.faces += len(faces)
         stats.coasted_faces += int(faces.coasting.sum())
         stats.tracks = self.tracker.total_tracks

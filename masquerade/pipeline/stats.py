@@ -32,6 +32,7 @@ class RunStats:
         default_factory=lambda: defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1)))
     frames_dropped_behind: int = 0
     fallback_faces: int = 0
+    identity_refreshes: int = 0  # deid: tracks whose face became someone else mid-track
     wall_seconds: float = 0.0
 
     @contextmanager
@@ -59,6 +60,7 @@ class RunStats:
             "frames_dropped": self.frames_dropped,
             "frames_dropped_behind": self.frames_dropped_behind,
             "fallback_faces": self.fallback_faces,
+            "identity_refreshes": self.identity_refreshes,
             "frames_covered": self.frames_covered,
             "faces": self.faces,
             "coasted_faces": self.coasted_faces,
@@ -83,6 +85,9 @@ class RunStats:
         if self.fallback_faces:
             parts.append(f"{self.fallback_faces} faces too small or too uncertain for the "
                          "generator were anonymized with anonymizer.fallback_mode")
+        if self.identity_refreshes:
+            parts.append(f"{self.identity_refreshes} times a track's face became someone else "
+                         "(tracker ID switch) and got a new fake identity")
         if self.frames_dropped_behind:
             parts.append(f"{self.frames_dropped_behind} frames dropped to stay real-time")
         if self.frames_dropped or self.frames_covered:

@@ -52,6 +52,7 @@ def test_deid_then_restore(scenario_clip: Path, tmp_path: Path) -> None:
     key = SecretKey.from_passphrase("correct horse battery")
     out = run_file(str(scenario_clip), tmp_path / "deid.mp4", config, key=key, stream_id="s1")
     assert out.stats.fallback_faces > 0  # the 28 px face is below min_generator_face_px
+    assert out.stats.identity_refreshes == 0  # one person throughout
     log = TrackLog.read(track_log_path(out.output))
     assert log.meta["stream_id"] == "s1" and len(log.frames) >= 80
     # restore inverts the same M
