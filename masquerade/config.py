@@ -110,8 +110,11 @@ class AnonymizerConfig:
     )
     identity_feedback: float = _f(
         0.5, "deid: per-track correction of the generator's identity input from the measured "
-        "fake (0 = off): steadier fake identity, better restore; costs one E_id pass per "
-        "rendered face", 0.0, 1.0,
+        "fakes (0 = off): fakes closer to the keyed identity, which restore inverts", 0.0, 1.0,
+    )
+    identity_feedback_renders: int = _f(
+        0, "deid: measure only a track's first N rendered fakes for identity_feedback and keep "
+        "the correction (0 = every render; each costs one E_id pass)", 0, 10000,
     )
     identity_refresh_distance: float = _f(
         0.7, "deid: a track whose face moves this far (dlib distance) from the one its fake "

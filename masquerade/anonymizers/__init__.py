@@ -61,6 +61,7 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
         key=identity_key(config), engine=engine,
         render_every=config.generator_every_n_frames,
         identity_feedback=config.identity_feedback,
+        feedback_renders=config.identity_feedback_renders,
         refresh_distance=config.identity_refresh_distance)
     gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)

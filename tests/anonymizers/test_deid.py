@@ -140,3 +140,16 @@ def test_a_track_that_becomes_someone_else_gets_a_new_identity(astronaut_region)
     assert restorer.refreshed_tracks == 1
     z_restored = restorer._identities[7]
     assert np.linalg.norm(z_restored - z_b) < np.linalg.norm(z_restored - z_a)
+
+
+@needs_weights
+def test_feedback_renders_limits_the_identity_measurements(astronaut_region):
+    for limit, expected in ((0, 1 + 5), (2, 1 + 2)):  # the track's z, then one per steer
+        anonymizer = KeyedDeidAnonymizer(lambda t: b"track-%d" % t, d=1.0,
+                                         identity_feedback=0.5, feedback_renders=limit)
+        encoder, calls = anonymizer.encoder, []
+        anonymizer.encoder = lambda chips, encoder=encoder, calls=calls: (
+            calls.append(len(chips)), encoder(chips))[1]
+        for _ in range(5):
+            anonymizer.anonymize([astronaut_region])
+        assert len(calls) == expected
