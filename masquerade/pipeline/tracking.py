@@ -34,6 +34,9 @@ def _cxcywh_to_xyxy(s: np.ndarray) -> np.ndarray:
     return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
 
+COAST_SCORE_DECAY = 0.9  # per missed frame: 0.95 -> 0.77 after 2, 0.69 after 3
+
+
 @dataclass
 class Track:
     track_id: int
@@ -166,7 +169,11 @@ class Tracker:
                         keypoints[i] = keypoints[i] + shift
         return Faces(
             xyxy=np.stack(boxes),
-            scores=np.array([t.score for t in self.tracks]),
+            # a coasting box grows less sure to hold a visible face with every missed
+            # frame: after a few, generators give way to the fallback mode (a fake face
+            # is not painted over whatever occludes the face); it is still covered
+            scores=np.array([t.score * COAST_SCORE_DECAY**t.misses
+                             for t in self.tracks]),
             keypoints=keypoints,
             track_ids=np.array([t.track_id for t in self.tracks]),
             coasting=np.array(coasting),

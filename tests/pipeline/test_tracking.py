@@ -75,3 +75,14 @@ def test_track_score_is_the_best_detection_so_far() -> None:
     tracker.update(Faces(xyxy=[box(50, 50)], scores=[0.9]))
     out = tracker.update(Faces(xyxy=[box(52, 50)], scores=[0.6]))
     assert out.scores.tolist() == [pytest.approx(0.9)]
+
+
+def test_coasting_score_decays_so_generators_give_way_to_the_fallback() -> None:
+    """Still covered while coasting, but after a few missed frames no longer sure enough
+    (min_generator_score 0.75) for a fake face to be painted over what hides the face."""
+    tracker = Tracker(TrackerConfig(max_coast_frames=10))
+    tracker.update(Faces(xyxy=[box(50, 50)], scores=[0.95]))
+    scores = [float(tracker.update(Faces.empty()).scores[0]) for _ in range(3)]
+    assert scores[0] > 0.75 and scores[1] > 0.75 and scores[2] < 0.75
+    assert float(tracker.update(Faces(xyxy=[box(50, 50)], scores=[0.8])).scores[0]) == (
+        pytest.approx(0.95))  # seen again: the track's best detection counts again
