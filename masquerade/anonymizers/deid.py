@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -110,6 +111,18 @@ def default_identity_encoder(threads: int | None = None, engine: EngineConfig | 
     return OnnxFaceEncoder(identity_encoder_onnx(), threads=threads, engine=engine)
 
 
+@dataclass
+class TrackIdentity:
+    """What the keyed generator keeps per track."""
+
+    measured: np.ndarray  # E_id of the face z_new was derived from
+    z_new: np.ndarray  # the track's keyed identity, M(measured, p_track, d)
+    input: np.ndarray  # what G is given: z_new plus the identity feedback correction
+    steered: int = 0  # identity feedback passes so far
+    renders: int = 0  # renders since the face was last re-measured
+    strikes: int = 0  # re-measurements in a row beyond refresh_distance
+
+
 class KeyedDeidAnonymizer:
     """The anonymizer interface over the keyed generator: one stable fake identity per track.
 
@@ -146,13 +159,9 @@ class KeyedDeidAnonymizer:
         self.render_every = max(1, int(render_every))
         self.identity_feedback = float(identity_feedback)
         self.feedback_renders = int(feedback_renders)
-        self._identities: TrackCache[np.ndarray] = TrackCache()
-        # what each track's generator input is: z_new plus the feedback correction
-        self._inputs: TrackCache[np.ndarray] = TrackCache()
-        self._steered: TrackCache[int] = TrackCache()  # feedback passes so far
         self.refresh_distance = float(refresh_distance)
-        self._measured: TrackCache[np.ndarray] = TrackCache()  # the E_id z_new came from
-        self._checks: TrackCache[tuple[int, int]] = TrackCache()  # renders since, strikes
+        # one record per track, so a long stream forgets all of a track's state at once
+        self._tracks: TrackCache[TrackIdentity] = TrackCache()
         self.refreshed_tracks = 0
         # each track's last rendered face, in crop coordinates, and how many frames ago
         self._fakes: TrackCache[tuple[np.ndarray, int]] = TrackCache()
@@ -199,33 +208,30 @@ class KeyedDeidAnonymizer:
         """
         due = []
         for i, t in enumerate(track_ids):
-            if t not in self._identities:
+            state = self._tracks.get(t)
+            if state is None:
                 due.append(i)
             elif self.refresh_distance > 0:
-                renders, strikes = self._checks.get(t, (0, 0))
-                self._checks[t] = (renders + 1, strikes)
-                if renders + 1 >= IDENTITY_CHECK_EVERY:
+                state.renders += 1
+                if state.renders >= IDENTITY_CHECK_EVERY:
                     due.append(i)
         if due:
             for i, zi in zip(due, self.measure(crops[due]), strict=True):
                 tid = track_ids[i]
-                if tid in self._identities:
-                    strikes = self._checks[tid][1] + 1 if np.linalg.norm(
-                        zi - self._measured[tid]) > self.refresh_distance else 0
-                    self._checks[tid] = (0, strikes)
-                    if strikes < IDENTITY_REFRESH_STRIKES:
+                state = self._tracks.get(tid)
+                if state is not None:
+                    state.renders = 0
+                    far = np.linalg.norm(zi - state.measured) > self.refresh_distance
+                    state.strikes = state.strikes + 1 if far else 0
+                    if state.strikes < IDENTITY_REFRESH_STRIKES:
                         continue
                     self.refreshed_tracks += 1
-                    self._inputs.pop(tid, None)
-                    self._steered.pop(tid, None)
                     log.info("track %d: the face is someone else now; new identity", tid)
-                self._checks[tid] = (0, 0)
-                self._measured[tid] = zi
-                self._identities[tid] = np.asarray(
-                    self.key.apply(zi, self.password(tid), self.d), np.float32)  # type: ignore[attr-defined]
+                z_new = np.asarray(self.key.apply(zi, self.password(tid), self.d), np.float32)  # type: ignore[attr-defined]
+                self._tracks[tid] = TrackIdentity(measured=zi, z_new=z_new, input=z_new)
         for t in track_ids:
-            self._identities.move_to_end(t)
-        return np.stack([self._identities[t] for t in track_ids])
+            self._tracks.move_to_end(t)
+        return np.stack([self._tracks[t].z_new for t in track_ids])
 
     def _steer(self, tracks: list[int], z_new: np.ndarray, inputs: np.ndarray,
                fakes: np.ndarray) -> None:
@@ -243,18 +249,19 @@ class KeyedDeidAnonymizer:
         learned correction (configs/live.yaml); 0 steers every render.
         """
         limit = self.feedback_renders or np.inf
-        steer = [i for i, t in enumerate(tracks) if self._steered.get(t, 0) < limit]
+        states = [self._tracks[t] for t in tracks]
+        steer = [i for i, state in enumerate(states) if state.steered < limit]
         if not steer:
             return
         miss = z_new[steer] - self.measure(fakes[steer])
         for i, m in zip(steer, miss, strict=True):
-            t, z, u = tracks[i], z_new[i], inputs[i]
-            self._steered[t] = self._steered.get(t, 0) + 1
-            correction = u + self.identity_feedback * m - z
+            state = states[i]
+            state.steered += 1
+            correction = inputs[i] + self.identity_feedback * m - state.z_new
             norm = float(np.linalg.norm(correction))
             if norm > MAX_CORRECTION:  # never steer a track's input far from z_new
                 correction *= MAX_CORRECTION / norm
-            self._inputs[t] = (z + correction).astype(np.float32)
+            state.input = (state.z_new + correction).astype(np.float32)
 
     def render(self, regions: list[FaceRegion], crops: np.ndarray) -> np.ndarray:
         """Fake faces in crop coordinates. With `render_every` = k > 1 a track's face is
@@ -268,8 +275,7 @@ class KeyedDeidAnonymizer:
         if todo:
             todo_tracks = [tracks[i] for i in todo]
             z_new = self.identities(todo_tracks, crops[todo])
-            inputs = np.stack([self._inputs.get(t, z) for t, z in
-                               zip(todo_tracks, z_new, strict=True)])
+            inputs = np.stack([self._tracks[t].input for t in todo_tracks])
             fresh = self.generator(crops[todo], inputs)
             if self.colour_match:
                 fresh = match_colours(fresh, crops[todo], self.mask)

@@ -99,7 +99,7 @@ def test_identity_feedback_pulls_the_fake_onto_the_tracks_new_identity(astronaut
             anonymizer.anonymize([astronaut_region])
         track = astronaut_region.track_id
         fake = anonymizer._fakes[track][0]
-        z_new = anonymizer._identities[track]
+        z_new = anonymizer._tracks[track].z_new
         misses[gain] = float(np.linalg.norm(anonymizer.measure(fake[None])[0] - z_new))
     assert misses[0.5] < 0.9 * misses[0.0]  # measured: 0.33 -> 0.26 in 4 renders
 
@@ -120,14 +120,14 @@ def test_a_track_that_becomes_someone_else_gets_a_new_identity(astronaut_region)
     fakes = []
     for _ in range(3 * IDENTITY_CHECK_EVERY):  # the same face: no refresh
         fakes.append(anonymizer.anonymize([astronaut_region])[0])
-    first = anonymizer._identities[7].copy()
+    first = anonymizer._tracks[7].z_new.copy()
     assert anonymizer.refreshed_tracks == 0
     for _ in range(3 * IDENTITY_CHECK_EVERY):
         fakes.append(anonymizer.anonymize([other])[0])
     assert anonymizer.refreshed_tracks == 1
-    np.testing.assert_allclose(anonymizer._identities[7],
+    np.testing.assert_allclose(anonymizer._tracks[7].z_new,
                                anonymizer.key.apply(z_b, b"track-7", 1.0), atol=1e-4)
-    assert np.linalg.norm(anonymizer._identities[7] - first) > 0.5
+    assert np.linalg.norm(anonymizer._tracks[7].z_new - first) > 0.5
 
     # restore runs the same rule on the fakes: it re-inverts where the fake changed
     from masquerade.pipeline.restore import RESTORE_REFRESH_FRACTION, InverseKey
@@ -138,7 +138,7 @@ def test_a_track_that_becomes_someone_else_gets_a_new_identity(astronaut_region)
     for fake in fakes:
         restorer.anonymize([replace(astronaut_region, pixels=fake)])
     assert restorer.refreshed_tracks == 1
-    z_restored = restorer._identities[7]
+    z_restored = restorer._tracks[7].z_new
     assert np.linalg.norm(z_restored - z_b) < np.linalg.norm(z_restored - z_a)
 
 
