@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from masquerade.anonymizers import identity_key
+from masquerade.config import AnonymizerConfig
 from masquerade.datasets import REPO_ROOT
-from masquerade.keys.orthogonal import OrthogonalIdentityKey
 from masquerade.keys.reference import ReferenceLibrary
-from masquerade.keys.rotation import IdentityKey, PrivacyCurve, rotate
+from masquerade.keys.rotation import PrivacyCurve, rotate
 from masquerade.models.deid import (
     DeidConfig,
     DeidNet,
@@ -125,7 +126,6 @@ class FaceData:
         keep = [i for i, n in enumerate(names) if n and counts[i] >= 2]
         means = np.stack([z[inverse == i].mean(0) for i in keep])
         self.library = ReferenceLibrary(means)
-        self.shipped_library = ReferenceLibrary.load()  # what run time rotates with
         log.info("data: %d train, %d val faces; reference library of %d people",
                  len(self.train), len(self.val), len(means))
 
@@ -149,17 +149,17 @@ def identity_targets(
         z[other] = data.z[torch.from_numpy(rng.choice(data.train, other.sum()))].numpy()
     if rotated.any():
         d = rng.uniform(*cfg.d_range, rotated.sum())
-        curve = PrivacyCurve(max_angle_deg=cfg.max_identity_angle)
         if cfg.identity_transform == "orthogonal" or cfg.centred_rotation:
-            key = (OrthogonalIdentityKey(data.shipped_library, curve)
-                   if cfg.identity_transform == "orthogonal"
-                   else IdentityKey(data.shipped_library, curve))
+            key = identity_key(AnonymizerConfig(  # what run time uses, shipped library
+                identity_transform=cfg.identity_transform,
+                max_identity_angle=cfg.max_identity_angle))
             passwords = [rng.bytes(16) for _ in range(rotated.sum())]
             z[rotated] = np.stack([key.apply(zi, p, di) for zi, p, di
                                    in zip(z_own[rotated], passwords, d, strict=True)])
         else:
             targets = np.stack([data.library.target(rng.bytes(16))
                                 for _ in range(rotated.sum())])
+            curve = PrivacyCurve(max_angle_deg=cfg.max_identity_angle)
             z[rotated] = rotate(z_own[rotated], targets, curve.angle(d))
     return torch.from_numpy(z).float(), torch.from_numpy(same)
 
