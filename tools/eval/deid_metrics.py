@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from masquerade.alignment import ARCFACE_112, DLIB_CHIP, estimate_transforms, warp_faces
+from masquerade.alignment import ARCFACE_112, DLIB_CHIP, CropSpec, estimate_transforms, warp_faces
 from masquerade.anonymizers import identity_key
 from masquerade.anonymizers.deid import CHIP, WEIGHTS_DIR, DeidGenerator
 from masquerade.config import AnonymizerConfig
@@ -56,6 +56,24 @@ def test_people(n: int) -> list[list[Path]]:
         if len(people) == n:
             break
     return people
+
+
+def probe_crops(images: list[np.ndarray], crop: CropSpec) -> np.ndarray:
+    """LFW112 (ArcFace-aligned) images in the generator's crop framing, uint8 (N, S, S, 3)."""
+    m = estimate_transforms(ARCFACE_112[None], "arcface5", crop)[0]
+    return np.stack([cv2.warpAffine(im, m, (crop.size,) * 2, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE) for im in images])
+
+
+def original_chips(images: list[np.ndarray]) -> np.ndarray:
+    """Full-resolution 150 px dlib chips of LFW112 images: what "the original" is judged on."""
+    m = estimate_transforms(ARCFACE_112[None], "arcface5", DLIB_CHIP)[0]
+    return np.concatenate([warp_faces(im, m, DLIB_CHIP.size) for im in images])
+
+
+def upsampled_chips(faces: np.ndarray) -> np.ndarray:
+    """Generator crops -> E_id chips, as the pipeline makes them."""
+    return np.stack([cv2.resize(f, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR) for f in faces])
 
 
 def mean_psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -98,21 +116,11 @@ def main() -> None:
                                         max_identity_angle=args.max_angle))
     detector = BlazeFace("short_range", min_score=0.5)
     people = test_people(args.n)
-    m_crop = estimate_transforms(ARCFACE_112[None], "arcface5", crop)[0]
-    m_chip = estimate_transforms(ARCFACE_112[None], "arcface5", DLIB_CHIP)[0]
-
-    def chips_of(images: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([warp_faces(im, m_chip, DLIB_CHIP.size) for im in images])
-
-    def up(faces: np.ndarray) -> np.ndarray:  # crop -> E_id chip, as in the pipeline
-        return np.stack([cv2.resize(f, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR)
-                         for f in faces])
-
+    up = upsampled_chips
     probes = [load_rgb(p[0]) for p in people]
-    x = np.stack([cv2.warpAffine(im, m_crop, (crop.size,) * 2, flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE) for im in probes])
-    z_orig = encoder(chips_of(probes))  # the original person, full resolution
-    galleries = [encoder(chips_of([load_rgb(q) for q in p[1:]])) for p in people]
+    x = probe_crops(probes, crop)
+    z_orig = encoder(original_chips(probes))  # the original person, full resolution
+    galleries = [encoder(original_chips([load_rgb(q) for q in p[1:]])) for p in people]
     z = encoder(up(x))  # what the pipeline conditions on
     rng = np.random.default_rng(args.seed)
     pw = {name: [rng.bytes(16) for _ in people] for name in "ABC"}

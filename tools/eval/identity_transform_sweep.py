@@ -19,12 +19,10 @@ import json
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
-from deid_metrics import test_people
+from deid_metrics import original_chips, probe_crops, test_people, upsampled_chips
 
-from masquerade.alignment import ARCFACE_112, DLIB_CHIP, estimate_transforms, warp_faces
-from masquerade.anonymizers.deid import CHIP, WEIGHTS_DIR, DeidGenerator
+from masquerade.anonymizers.deid import WEIGHTS_DIR, DeidGenerator
 from masquerade.datasets import REPO_ROOT, load_rgb
 from masquerade.keys.orthogonal import OrthogonalIdentityKey, load_axes
 from masquerade.keys.rotation import IdentityKey, PrivacyCurve
@@ -69,18 +67,12 @@ def main() -> None:
     gen = DeidGenerator(args.weights, threads=2)
     encoder = FaceEncoder(threads=2)
     people = test_people(args.n)
-    m_crop = estimate_transforms(ARCFACE_112[None], "arcface5", gen.crop)[0]
-    m_chip = estimate_transforms(ARCFACE_112[None], "arcface5", DLIB_CHIP)[0]
     probes = [load_rgb(p[0]) for p in people]
-    size = gen.crop.size
-    x = np.stack([cv2.warpAffine(im, m_crop, (size, size), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE) for im in probes])
-    z_orig = np.concatenate([encoder(warp_faces(im, m_chip, DLIB_CHIP.size)) for im in probes])
+    x = probe_crops(probes, gen.crop)
+    z_orig = encoder(original_chips(probes))
 
     def embed(faces: np.ndarray) -> np.ndarray:
-        chips = np.stack([cv2.resize(f, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR)
-                          for f in faces])
-        return encoder(chips).astype(np.float64)
+        return encoder(upsampled_chips(faces)).astype(np.float64)
 
     def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.linalg.norm(a - b, axis=1)
