@@ -85,8 +85,8 @@ class AnonymizerConfig:
     )
     identity_transform: Literal["orthogonal", "rotation"] = _f(
         "orthogonal", "deid: keyed identity transform; orthogonal: every face turns by the same "
-        "angle in a key-chosen direction (restores 98% of LFW test faces); rotation: Cao et "
-        "al.'s turn towards a key-chosen identity (restores 18% at 120 degrees)"
+        "angle in a key-chosen direction (restores 100% of 50 LFW test faces); rotation: Cao "
+        "et al.'s turn towards a key-chosen identity (restores 26% at 120 degrees)"
     )
     max_identity_angle: float = _f(
         90.0, "deid: turn of the identity vector at privacy_level 1, in degrees (orthogonal: "

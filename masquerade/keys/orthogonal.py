@@ -18,10 +18,11 @@ where M^-1 is up to 10x as sensitive as M. The generator lands ~0.35 (dlib dista
 the identity it is asked for; M^-1 magnified that to ~0.7 and only 18% of faces came back
 (50 LFW test faces, d = 1). This transform is linear and orthogonal in its frame, so
 M^-1 = M with -g(d), exact, defined for every z, and errors come back at their own size
-(up to sqrt of the axes' scale ratio): the same generator restores 98% with 0% still
-matched at 90 degrees. 180 degrees would send every face to c - (z - c) whatever the
-password (R = -I), so keys stop mattering near there; 90 degrees (default) sends each face
-to a direction orthogonal to its own that differs per password.
+(up to sqrt of the axes' scale ratio): the same stage-2 generator restores 94% with 0%
+still matched at 90 degrees (docs/identity.md has the sweep with the shipped one).
+180 degrees would send every face to c - (z - c) whatever the password (R = -I), so keys
+stop mattering near there; 90 degrees (default) sends each face to a direction orthogonal
+to its own that differs per password.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from masquerade.keys.reference import ReferenceLibrary
 from masquerade.keys.rotation import PrivacyCurve
 
 AXES_FILE = "identity_axes.npz"
-DIMS = 64  # principal axes turned (97% of the library's variance); even
+DIMS = 64  # principal axes turned (98.3% of the library's variance); even
 WHITENING = 0.25  # S = lambda^WHITENING: 0 = raw metric (isometry), 0.5 = fully whitened
 _INFO = b"masquerade/v1/orthogonal"
 
