@@ -16,9 +16,11 @@ import textwrap
 import threading
 from pathlib import Path
 
-from masquerade import __version__
+from masquerade import __version__, interrupts
+from masquerade.cli_options import RUN_GIVE_UP_AFTER, add_give_up_arg, add_key_args, key_from_args
 from masquerade.config import Config, describe_keys, load_config
 from masquerade.errors import ConfigError, MasqueradeError, OutputError
+from masquerade.redaction import RedactingFormatter, redact
 
 log = logging.getLogger("masquerade")
 
@@ -42,13 +44,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set detector.min_face_px=32 "
                         "(repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    keys = p.add_argument_group("keys (modes deid and camouflage)")
-    keys.add_argument("--password", metavar="TEXT",
-                      help="passphrase (>= 8 characters, stretched with scrypt) from which "
-                           "every track's key derives")
-    keys.add_argument("--key-file", metavar="PATH",
-                      help="master key file (hex or 32 raw bytes, mode 0600); or set "
-                           "MASQUERADE_KEY")
+    keys = add_key_args(p)
     keys.add_argument("--stream-id", default="default",
                       help="key namespace of this video (restore needs the same one)")
 
@@ -79,19 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
                      "rtmp:// URL to push to (default: INPUT_STEM.anonymized.mp4 beside the "
                      "input)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    run.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON")
+    run.add_argument("--summary-json", metavar="FILE",
+                     help="also write the run summary as JSON (never over the input, nor over "
+                          "an existing file without --overwrite)")
+    run.add_argument("--strict", action="store_true",
+                     help="fail (exit 3, nothing written) when the input ends before the frame "
+                          "count its header announces, instead of warning")
     _add_config_args(run)
+    add_give_up_arg(run, f"{RUN_GIVE_UP_AFTER:g} for a live URL")
 
     restore = sub.add_parser(
         "restore", help="bring back the original identities of a deid video, with the key",
         description="Re-render every face that `run --mode deid` replaced, inverting the "
                     "keyed identity rotation (needs INPUT.tracks.json beside the video and the "
-                    "same --password/--key-file). A wrong key yields other fake faces, "
-                    "not an error.",
+                    "same key). A key other than the one the video was written with is "
+                    "refused (exit 2) unless --allow-wrong-key is given.",
     )
     restore.add_argument("input", help="video written by `masquerade run --mode deid`")
     restore.add_argument("-o", "--output", required=True, help="restored video (.mp4/.mkv)")
     restore.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    restore.add_argument("--allow-wrong-key", action="store_true",
+                         help="render with a key whose fingerprint differs from the one the "
+                              "track log records (the result is just another fake face)")
     _add_config_args(restore)
 
     probe = sub.add_parser("probe", help="show what an input holds (streams, fps, rotation)")
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "recordings are finalized.",
     )
     serve.add_argument("--config", required=True, metavar="FILE", help="cameras YAML")
+    add_give_up_arg(serve, "forever, or each stream's give_up_after")
+    add_key_args(serve, password=False)
 
     export = sub.add_parser(
         "export", help="write the networks' ONNX files and build TensorRT engines",
@@ -157,9 +164,7 @@ def _key(args: argparse.Namespace, config: Config):
     """The master key when the mode needs one (never logged, never written anywhere)."""
     if config.anonymizer.mode not in KEYED_MODES:
         return None
-    from masquerade.keys import load_key
-
-    return load_key(args.key_file, args.password)
+    return key_from_args(args, confirm=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -190,15 +195,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise OutputError("output would overwrite the input")
     from masquerade.streams.pyav import is_live_url
 
-    if is_live_url(input_url) or is_live_url(str(output)):
-        return _run_live(input_url, str(output), config, overwrite, key, args.stream_id)
-    result = run_file(input_url, output, config, overwrite=overwrite, key=key,
-                      stream_id=args.stream_id)
-    log.info("%s", result.stats.summary())
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(result.stats.as_dict(), indent=2))
-    print(f"wrote {result.output}")
+    summary = _summary_file(args.summary_json, input_url, output, args.overwrite)
+    try:
+        if is_live_url(input_url) or is_live_url(str(output)):
+            stats = _run_live(input_url, str(output), config, overwrite, key, args.stream_id,
+                              args.give_up_after)
+            written = str(output)
+        else:
+            result = run_file(input_url, output, config, overwrite=overwrite, key=key,
+                              stream_id=args.stream_id, strict=args.strict,
+                              stop=interrupts.STOPPED)
+            stats, written = result.stats, str(result.output)
+        log.info("%s", stats.summary())
+        if summary is not None:
+            try:
+                summary.write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
+                summary.commit()
+            except OutputError as exc:
+                raise OutputError(f"{exc} (the video {written} was written)") from None
+    finally:
+        if summary is not None:
+            summary.abort()  # drops the reserved temporary file; a no-op once committed
+    print(f"wrote {redact(written)}")
     return 0
+
+
+def _summary_file(path: str | None, input_url: str, output: Path, overwrite: bool):
+    """Check and reserve `--summary-json` before the run, under the video's own rules.
+
+    It must never replace the input or the run's other outputs, nor an existing file
+    without --overwrite; reserving its temporary file now makes a bad path a one-line
+    error in milliseconds rather than a traceback after a long run.
+    """
+    if path is None:
+        return None
+    from masquerade.outputs import PendingFile
+    from masquerade.pipeline.track_log import track_log_path
+
+    taken = {"the output": output, "the output's track log": track_log_path(output)}
+    if "://" not in input_url:
+        taken["the input"] = Path(input_url)
+    for what, other in taken.items():
+        if Path(path).resolve() == Path(other).resolve():
+            raise OutputError(f"--summary-json {path} would overwrite {what}")
+    return PendingFile(path, overwrite)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -214,8 +254,12 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run_live(input_url: str, output: str, config: Config, overwrite: bool, key,
-              stream_id: str) -> int:
-    """A live source or a streaming output: run until the source ends or a signal."""
+              stream_id: str, give_up_after: float | None = None):
+    """A live source or a streaming output: run until the source ends or a signal.
+
+    A run that got no frame (a camera that never answered) or whose file was not
+    finalized is an error: exit 0 would tell a script that footage exists.
+    """
     from masquerade.pipeline.live import LiveRunner, LiveStream
     from masquerade.pipeline.runner import FramePipeline
     from masquerade.streams.live import PyAVStreamSink, ReconnectingSource
@@ -226,17 +270,29 @@ def _run_live(input_url: str, output: str, config: Config, overwrite: bool, key,
     sink = (PyAVStreamSink(output, config.encoder) if is_live_url(output)
             else PyAVFileSink(output, config.encoder, average_rate=None, overwrite=overwrite))
     if is_live_url(input_url):
-        source = ReconnectingSource(lambda: PyAVSource(input_url, timeout=(10.0, 5.0)),
-                                    input_url, stop=stop)
+        source = ReconnectingSource(
+            lambda: PyAVSource(input_url, timeout=(10.0, 5.0)), input_url, stop=stop,
+            give_up_after=RUN_GIVE_UP_AFTER if give_up_after is None else give_up_after)
         health = source.health
     else:
         source, health = _frames_only(PyAVSource(input_url)), None
     stream = LiveStream(name="stream", source=source, pipeline=pipeline, sinks=[sink])
     stream.health = health
     stats = LiveRunner(stream, stop).run()
-    log.info("%s", stats.summary())
-    print(f"wrote {output}")
-    return 0
+    if stats.frames_in == 0:
+        from masquerade.errors import InputError
+
+        why = f" (last error: {health.last_error})" if health and health.last_error else ""
+        raise InputError(redact(f"no frame was received from {input_url}{why}; "
+                                "no output was written"))
+    if getattr(source, "gave_up", False):
+        from masquerade.errors import InputError
+
+        raise InputError(f"{source.label}: {health.last_error} (what came before was written "
+                         "to the output)")
+    if not is_live_url(output) and not Path(output).is_file():
+        raise OutputError(f"{output} was not written (see the error above)")
+    return stats
 
 
 def _frames_only(source):
@@ -250,7 +306,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from masquerade.pipeline.serve import Supervisor, load_serve_config
 
     spec = load_serve_config(args.config)
-    supervisor = Supervisor(spec, _stop_on_signals())
+    if args.key_file or args.password_file:  # the command line wins over the YAML
+        spec.key_file, spec.password_file = args.key_file, args.password_file
+    if args.give_up_after is not None:
+        for stream in spec.streams:
+            stream.give_up_after = args.give_up_after or None
+    from masquerade.keys.secret import passphrase_prompt
+
+    supervisor = Supervisor(spec, _stop_on_signals(), prompt=passphrase_prompt())
     supervisor.start()
     try:
         supervisor.wait()
@@ -258,18 +321,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         supervisor.close()
     for name, stream in supervisor.streams.items():
         log.info("%s: %s", name, stream.stats.summary())
+    supervisor.raise_if_all_gave_up()
     return 0
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from masquerade.keys import load_key
     from masquerade.pipeline.restore import restore_file
 
     config = _load(args)
-    key = load_key(args.key_file, args.password)
+    key = key_from_args(args)
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise OutputError("output would overwrite the input")
-    result = restore_file(args.input, args.output, config, key, overwrite=args.overwrite)
+    result = restore_file(args.input, args.output, config, key, overwrite=args.overwrite,
+                          allow_wrong_key=args.allow_wrong_key)
     log.info("%s", result.stats.summary())
     print(f"wrote {result.output}")
     return 0
@@ -329,19 +393,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * (1 + args.verbose)
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)  # every line redacted: URLs carry passwords
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     os.environ.setdefault("GLOG_minloglevel", "2")
+    previous = interrupts.install()  # SIGTERM aborts a run as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
     except MasqueradeError as exc:
         if args.debug:
             raise
-        print(f"masquerade: error: {exc}", file=sys.stderr)
+        print(f"masquerade: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        if interrupts.terminated():
+            print("masquerade: terminated (SIGTERM); no output was written", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("masquerade: interrupted; no output was written", file=sys.stderr)
         return 130
+    finally:
+        interrupts.uninstall(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

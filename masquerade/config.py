@@ -3,11 +3,16 @@
 Every key is a dataclass field; `load_config` rejects unknown keys and bad values with a
 `ConfigError` naming the dotted key, so a typo never silently falls back to a default.
 Field metadata carries the allowed range (`lo`, `hi`) and a help line for `--help`.
+
+YAML anchors and aliases are refused (`load_yaml`): nested aliases let a few hundred
+bytes expand to gigabytes, and no setting needs them. A value echoed in an error is cut
+to `MAX_SHOWN` characters, so no input can make an error line huge.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +22,47 @@ from typing import Any, Literal
 import yaml
 
 from masquerade.errors import ConfigError
+
+MAX_SHOWN = 200
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 8, 8, 8
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = MAX_SHOWN
+
+
+def show(value: Any) -> str:
+    """`repr(value)` for an error message, at most MAX_SHOWN characters (built lazily,
+    so a huge value is never rendered whole)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _cut(text: str) -> str:
+    """Text (a key name, an override) for an error message, at most MAX_SHOWN chars."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses anchors (&a) and aliases (*a)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            mark = event.start_mark
+            raise ConfigError(f"YAML anchors and aliases are not allowed in configs (line "
+                              f"{mark.line + 1}, column {mark.column + 1})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path) -> Any:
+    """A config file's YAML: plain data, no anchors/aliases; errors name the file."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None) -> Any:
@@ -116,6 +162,20 @@ class AnonymizerConfig:
         0, "deid: measure only a track's first N rendered fakes for identity_feedback and keep "
         "the correction (0 = every render; each costs one E_id pass)", 0, 10000,
     )
+    deid_composite: Literal["replace", "residual"] = _f(
+        "replace", "deid: replace pastes the generator's 96 px face (soft); residual "
+        "(experimental) adds its identity change to the face at native resolution: sharp "
+        "skin, teeth and colour, but the face's own fine detail keeps it recognizable to "
+        "other recognizers (MobileFaceNet still matched 0-96% per clip; docs/deid_quality.md)",
+    )
+    identity_gain: float = _f(
+        1.5, "deid, residual: strength of the added identity change (1 = as rendered; more "
+        "moves identity further, with harsher shading)", 0.5, 3.0,
+    )
+    occluders: Literal["hands", "none"] = _f(
+        "hands", "deid, camouflage: keep hands (MediaPipe Hands) in front of the generated "
+        "face instead of painting over them (none: skip the hand model, faster)",
+    )
     identity_refresh_distance: float = _f(
         0.7, "deid: a track whose face moves this far (dlib distance) from the one its fake "
         "identity came from, twice in a row 10 renders apart, is someone else (a tracker ID "
@@ -210,17 +270,17 @@ def _check_value(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+            raise ConfigError(f"config key '{key}': {show(value)} is not one of {list(choices)}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected true/false, got {show(value)}")
         return value
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a number, got {show(value)}")
         if hint is int and not float(value).is_integer():
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected an integer, got {show(value)}")
         value = hint(value)
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -228,18 +288,18 @@ def _check_value(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}': expected text, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected text, got {show(value)}")
         return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a list, got {show(value)}")
         if dataclasses.is_dataclass(item):
             return [_build(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return [_check_value(f"{key}[{i}]", v, item, {}) for i, v in enumerate(value)]
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a mapping, got {show(value)}")
         return value
     if isinstance(hint, types.UnionType):
         args = typing.get_args(hint)
@@ -257,12 +317,13 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+        raise ConfigError(
+            f"config key '{_cut(prefix or '<root>')}': expected a mapping, got {show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            where = f"{prefix}.{key}" if prefix else str(key)
+            where = _cut(f"{prefix}.{key}" if prefix else str(key))
             raise ConfigError(
                 f"unknown config key '{where}' (known: {', '.join(sorted(fields))})"
             )
@@ -286,11 +347,11 @@ def _validate(config: Config) -> Config:
     color = config.anonymizer.color
     if len(color) != 3 or any(not 0 <= c <= 255 for c in color):
         raise ConfigError(
-            f"config key 'anonymizer.color': expected [R, G, B] in 0..255, got {color}"
+            f"config key 'anonymizer.color': expected [R, G, B] in 0..255, got {show(color)}"
         )
     if config.encoder.preset not in X264_PRESETS:
         raise ConfigError(
-            f"config key 'encoder.preset': {config.encoder.preset!r} is not one of "
+            f"config key 'encoder.preset': {show(config.encoder.preset)} is not one of "
             f"{list(X264_PRESETS)}"
         )
     return config
@@ -314,13 +375,15 @@ def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def parse_override(text: str) -> dict[str, Any]:
     """`a.b=value` -> {'a': {'b': value}}, with value parsed as YAML (numbers, lists, bools)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
+        raise ConfigError(f"override {show(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {text!r} has no key")
+        raise ConfigError(f"override {show(text)} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else ""
+    except ConfigError as exc:
+        raise ConfigError(f"override {show(key)}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     out: dict[str, Any] = value
@@ -338,12 +401,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        loaded = load_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

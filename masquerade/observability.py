@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,6 +26,7 @@ from prometheus_client.core import (
 
 from masquerade.pipeline.live import LiveStream
 from masquerade.pipeline.stats import LATENCY_BUCKETS
+from masquerade.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class StreamCollector:
         self.streams = streams
 
     def collect(self) -> Iterator[Any]:
-        streams = self.streams()
+        # Label values pass through `redact` like every other operator-visible string.
+        streams = {redact(name): stream for name, stream in self.streams().items()}
         counters = {
             "frames_in": ("Frames received from the source", lambda s: s.stats.frames_in),
             "frames_out": ("Frames sent to the sinks", lambda s: s.stats.frames_out),
@@ -95,32 +99,87 @@ def health(streams: Mapping[str, LiveStream]) -> tuple[bool, dict[str, Any]]:
         age = None if last is None else round(now - last, 2)
         healthy = age is not None and age < STALE_SECONDS
         ok = ok and healthy
-        report[name] = {
+        last_error = s.health.last_error if s.health else None
+        report[redact(name)] = {
             "healthy": healthy,
             "connected": bool(s.health and s.health.connected),
             "last_frame_age_s": age,
             "frames_out": s.stats.frames_out,
             "reconnects": s.health.reconnects if s.health else 0,
-            "last_error": s.health.last_error if s.health else None,
+            "last_error": None if last_error is None else redact(last_error),
         }
     return ok, report
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """One thread per request, but at most `max_handlers` at once.
+
+    The endpoint listens beside live video: a scraper that hangs, or a flood of idle
+    connections, must neither pile up threads nor take the process down. A connection
+    beyond the bound is closed at once; a handler whose client is silent for the
+    handler's `timeout` gives up; a client that goes away is a debug line, not a
+    traceback on stderr.
+    """
+
+    daemon_threads = True
+    block_on_close = False  # close() must not wait for a stuck client
+
+    def __init__(self, address: tuple[str, int], handler: type, max_handlers: int):
+        self._slots = threading.BoundedSemaphore(max_handlers)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            log.debug("metrics: %s: all handlers busy, connection closed", client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("metrics: client %s went away: %s", client_address[0], exc)
+        else:
+            log.error("metrics: request from %s failed", client_address[0], exc_info=True)
+
+
 class MetricsServer:
-    """`/metrics` (Prometheus text) and `/healthz` (JSON; 503 when a stream is stale)."""
+    """`/metrics` (Prometheus text) and `/healthz` (JSON; 503 when a stream is stale).
+
+    Exactly those two paths (a query string is ignored); anything else is 404.
+    """
+
+    MAX_HANDLERS = 16
+    REQUEST_TIMEOUT = 10.0  # seconds a client may stay silent mid-request
 
     def __init__(self, streams: Callable[[], Mapping[str, LiveStream]], host: str = "127.0.0.1",
-                 port: int = 9108):
+                 port: int = 9108, *, max_handlers: int = MAX_HANDLERS,
+                 request_timeout: float = REQUEST_TIMEOUT):
         self.registry = CollectorRegistry()
         self.registry.register(StreamCollector(streams))
         registry, get_streams = self.registry, streams
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = request_timeout
+
             def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
+                path = urlsplit(self.path).path
+                if path == "/metrics":
                     body, status = generate_latest(registry), 200
                     ctype = "text/plain; version=0.0.4"
-                elif self.path.startswith("/healthz"):
+                elif path == "/healthz":
                     ok, report = health(get_streams())
                     body, status = json.dumps(report).encode(), 200 if ok else 503
                     ctype = "application/json"
@@ -132,10 +191,10 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("metrics: %s: %s", self.client_address[0], format % args)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _BoundedHTTPServer((host, port), Handler, max_handlers)
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",

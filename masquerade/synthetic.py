@@ -230,3 +230,22 @@ def read_index(image: np.ndarray) -> int:
     strip = image[h - _BLOCK - 2 + 2 : h - 4, : _BITS * _BLOCK].astype(np.float32).mean(axis=(0, 2))
     blocks = strip.reshape(_BITS, _BLOCK)[:, 2:-2].mean(axis=1)
     return int(((blocks > 127).astype(np.int64) << np.arange(_BITS)).sum())
+
+
+def read_index_if_legible(image: np.ndarray, min_contrast: float = 64.0) -> int | None:
+    """The stamped index, or None when the stamp cannot be trusted.
+
+    Every block of an intact stamp is grey and clearly black or white. A frame whose
+    stamp was painted over (a coasting face's grown cover reaching the bottom-left
+    corner) or decoded from damaged data reads as some other index, and judging it
+    against that index's ground truth would report leaks that are not there.
+    """
+    h = image.shape[0]
+    strip = image[h - _BLOCK - 2 + 2 : h - 4, : _BITS * _BLOCK].astype(np.float32).mean(axis=0)
+    blocks = strip.reshape(_BITS, _BLOCK, -1)[:, 2:-2].mean(axis=1)  # (bits, channels)
+    level = blocks.mean(axis=1)
+    grey = np.ptp(blocks, axis=1) < min_contrast
+    clear = np.abs(level - 127.5) >= min_contrast
+    if not (grey & clear).all():
+        return None
+    return int(((level > 127).astype(np.int64) << np.arange(_BITS)).sum())

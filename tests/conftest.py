@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -10,6 +9,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -21,6 +22,10 @@ from masquerade.synthetic import Scenario, write_clip
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
+# Upper bound of every wait on a child process or a stream. Waits poll for their condition
+# and return as soon as it holds, so a generous bound costs nothing on an idle machine and
+# keeps a loaded one (load 10 on 2 cores) from failing tests that are merely slow.
+PATIENCE = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -95,14 +100,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """Children get SIGKILL if the test process dies (even by a crash): no orphans."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def guarded(command: list[str]) -> list[str]:
+    """`command` run so that it gets SIGKILL if the test process dies (no orphans).
+
+    Unlike `preexec_fn=die_with_parent` it is safe in a test that has started threads
+    (PyAV, a LiveRunner): see tests/parent_guard.py.
+    """
+    return [sys.executable, str(ROOT / "tests" / "parent_guard.py"), str(os.getpid()), *command]
 
 
-def start_child(args: list[str], first_line_timeout: float = 20.0) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent,
+def wait_for(condition: Callable[[], object], timeout: float = PATIENCE) -> bool:
+    """Poll `condition` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return bool(condition())
+
+
+def port_listening(port: int) -> bool:
+    """Whether some process listens on TCP `port` (from /proc, without connecting: the
+    receivers under test accept one connection only, a probe would take its place)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def wait_listening(port: int, timeout: float = PATIENCE) -> bool:
+    return wait_for(lambda: port_listening(port), timeout)
+
+
+def start_child(args: list[str], first_line_timeout: float = PATIENCE
+                ) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen(guarded([sys.executable, *args]), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     box: dict = {}
     reader = threading.Thread(target=lambda: box.setdefault("line", proc.stdout.readline()))

@@ -85,3 +85,55 @@ def test_bad_serve_configs_name_the_key(tmp_path: Path, text: str, message: str)
     with pytest.raises(ConfigError) as info:
         load_serve_config(path)
     assert message in str(info.value)
+
+
+# Nested aliases: a few hundred bytes that expand to 10**5 strings under a valid key.
+ALIAS_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+detector:
+  min_score: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+"""
+
+
+@pytest.mark.parametrize("text", [ALIAS_BOMB, "detector:\n  min_score: &s 0.3\n",
+                                  "detector: &d {min_score: 0.3}\ntracker: *d\n"])
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, text: str) -> None:
+    from masquerade.pipeline.serve import load_serve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    for load in (load_config, load_serve_config):
+        with pytest.raises(ConfigError) as info:
+            load(path)
+        message = str(info.value)
+        assert "anchors and aliases are not allowed" in message and str(path) in message
+        assert len(message) < 300 and "\n" not in message
+
+
+def test_overrides_refuse_aliases_too() -> None:
+    with pytest.raises(ConfigError, match="anchors and aliases are not allowed"):
+        load_config(overrides=["detector.min_score=&x 0.3"])
+
+
+@pytest.mark.parametrize("value", [
+    "[" + ", ".join(["1"] * 20000) + "]",  # a long list
+    "x" * 20000,  # a long string
+    "{" + ", ".join(f"k{i}: [{i}, {i}]" for i in range(5000)) + "}",  # a big mapping
+])
+def test_values_echoed_in_errors_are_capped(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"detector:\n  min_score: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith("config key 'detector.min_score'")
+    assert len(message) <= 300 and "..." in message
+
+
+def test_long_unknown_keys_are_capped() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[f"detector.{'k' * 5000}=1"])
+    assert len(str(info.value)) < 500 and "..." in str(info.value)

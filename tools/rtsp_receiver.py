@@ -21,6 +21,9 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--wait", type=float, default=30, help="seconds to wait for a sender")
+    parser.add_argument("--idle", type=float, default=10,
+                        help="seconds a connected sender may stay silent (its own source "
+                        "reconnecting) before the recording ends")
     parser.add_argument("--arrivals", type=Path, help="write frame-index arrival times (JSON)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -32,7 +35,7 @@ def main() -> None:
     print(json.dumps({"listening": args.url}), flush=True)
     packets = 0
     arrivals: list[tuple[int, float]] = []
-    with av.open(args.url, options=options, timeout=(args.wait + 5, 10)) as src, \
+    with av.open(args.url, options=options, timeout=(args.wait + 5, args.idle)) as src, \
             av.open(str(args.out), "w", format="matroska") as out:
         video = src.streams.video[0]
         stream = out.add_stream_from_template(video)

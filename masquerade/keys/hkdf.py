@@ -60,3 +60,16 @@ def track_password(
     """32-byte password for one face track in a stream, optionally per time epoch
     (e.g. floor(t / epoch_seconds)) so identities also change over time."""
     return hkdf(stream_key, encode_info("masquerade/v1/track", track_id, epoch))
+
+
+KEY_ID_BYTES = 8
+
+
+def key_id(master: bytes) -> bytes:
+    """A public 8-byte fingerprint of a master key, stored beside keyed output.
+
+    HKDF under its own label, so it reveals nothing about the stream and track passwords
+    (and, for a passphrase, costs a guesser the full scrypt work per guess, like the
+    video itself); it only lets `restore` tell a wrong key from the right one.
+    """
+    return hkdf(master, encode_info("masquerade/v1/key-id"), KEY_ID_BYTES)

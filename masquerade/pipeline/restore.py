@@ -1,97 +1,39 @@
 """Restore faces de-identified with `--mode deid`, given the key (Cao et al. eq. 16-18).
 
-`run --mode deid` writes a track log beside its output (`OUTPUT.tracks.json`): for each
-frame, where each generated face is, its keypoints and its track id. It holds no identity
-and no key material; it tells `restore` which track password applies to which face,
-which re-detection and re-tracking could not guarantee. Restoring computes
+`run --mode deid` writes a track log beside its output (`OUTPUT.tracks.json`, see
+`masquerade.pipeline.track_log`) that tells `restore` which track password applies to
+which face. The log is validated against the video's frame size before any model loads,
+so a damaged or forged log is a one-line input error, not a traceback. Restoring computes
 z = M^-1(E_id(fake), p_track, d) once per track and renders G(z, E_attr(face)). With a
-wrong key the inverse lands on yet another identity: a different fake, never an error.
+wrong key the inverse lands on yet another identity: a different fake. The log records the
+key's public fingerprint (`meta.key_id`, absent before it existed), so restore refuses a
+wrong key unless told to render with it anyway.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from masquerade.anonymizers.base import uses_generator
 from masquerade.config import AnonymizerConfig, Config, build_dataclass
-from masquerade.errors import InputError
-from masquerade.faces import Faces
 from masquerade.keys import SecretKey
 from masquerade.pipeline.compositing import Compositor
+from masquerade.pipeline.occluders import build_occluders
 from masquerade.pipeline.runner import FramePipeline, RunResult, run_file
+from masquerade.pipeline.track_log import TRACK_LOG_VERSION, TrackLog, track_log_path
 from masquerade.streams import Frame
+from masquerade.streams.pyav import PyAVSource
 
 log = logging.getLogger(__name__)
 
-TRACK_LOG_VERSION = 2  # 2: identity_transform, identity_refresh_distance (1: rotation, 0)
 # Fakes of one track sit ~0.2 apart; a refresh moves them by ~0.75x the face's move.
 RESTORE_REFRESH_FRACTION = 0.65
 
-
-def track_log_path(video: str | os.PathLike[str]) -> Path:
-    return Path(f"{video}.tracks.json")
-
-
-class TrackLog:
-    """Generated faces per frame (by pts), plus the settings restore must mirror."""
-
-    def __init__(self, meta: dict[str, Any]):
-        self.meta = meta
-        self.frames: dict[int, dict[str, list]] = {}
-
-    def record(self, pts: int | None, faces: Faces, min_px: int, min_score: float = 0.0
-               ) -> None:
-        if pts is None or not len(faces):
-            return
-        size = np.maximum(1.0, np.minimum(faces.wh[:, 0], faces.wh[:, 1]))  # as FaceRegion
-        generated = uses_generator(size, faces.scores, min_px, min_score)
-        if not generated.any():
-            return
-        kept = faces[np.flatnonzero(generated)]
-        self.frames[int(pts)] = {
-            "xyxy": np.round(kept.xyxy, 2).tolist(),
-            "track_ids": kept.track_ids.tolist(),
-            "keypoints": None if kept.keypoints is None else np.round(kept.keypoints, 2).tolist(),
-        }
-
-    def faces_at(self, pts: int | None) -> Faces:
-        row = self.frames.get(int(pts)) if pts is not None else None
-        if row is None:
-            return Faces.empty()
-        return Faces(xyxy=row["xyxy"], track_ids=row["track_ids"], keypoints=row["keypoints"])
-
-    def write(self, path: Path) -> None:
-        """Atomically, like the video it belongs to."""
-        data = {"version": TRACK_LOG_VERSION, "meta": self.meta,
-                "frames": {str(k): v for k, v in self.frames.items()}}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-
-    @classmethod
-    def read(cls, path: Path) -> TrackLog:
-        if not path.is_file():
-            raise InputError(f"no track log {path}: restore needs the .tracks.json that "
-                             "`masquerade run --mode deid` wrote beside the video")
-        try:
-            data = json.loads(path.read_text())
-            log_ = cls(data["meta"])
-            if data.get("version", 1) < 2:  # before the orthogonal transform and refreshes
-                log_.meta["anonymizer"].setdefault("identity_transform", "rotation")
-                log_.meta["anonymizer"].setdefault("identity_refresh_distance", 0.0)
-            log_.frames = {int(k): v for k, v in data["frames"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise InputError(f"track log {path} is damaged") from None
-        return log_
+__all__ = ["TRACK_LOG_VERSION", "TrackLog", "restore_file", "track_log_path"]
 
 
 class InverseKey:
@@ -122,12 +64,17 @@ class TrackLogPipeline(FramePipeline):
 
 
 def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
-                 key: SecretKey, *, overwrite: bool = False) -> RunResult:
+                 key: SecretKey, *, overwrite: bool = False, allow_wrong_key: bool = False
+                 ) -> RunResult:
+    """`allow_wrong_key` renders with a key whose fingerprint is not the recorded one."""
     from masquerade.anonymizers import identity_key
     from masquerade.anonymizers.deid import KeyedDeidAnonymizer
+    from masquerade.keys.secret import check_key_id
 
-    track_log = TrackLog.read(track_log_path(input_url))
+    track_log = TrackLog.read(track_log_path(input_url), frame_size=_frame_size(input_url))
     meta = track_log.meta
+    if not allow_wrong_key:
+        check_key_id(key, meta.get("key_id"), input_url)
     # Mask, padding, feather and the identity angle exactly as the de-identifying run had.
     run_config = build_dataclass(AnonymizerConfig, meta["anonymizer"])
     anonymizer = KeyedDeidAnonymizer(
@@ -135,7 +82,18 @@ def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,
         d=float(meta["privacy_level"]), key=InverseKey(identity_key(run_config)),
         engine=config.engine, identity_feedback=config.anonymizer.identity_feedback,
         # a refresh moves the fake by about what it moved the face, shrunk by the generator
-        refresh_distance=RESTORE_REFRESH_FRACTION * run_config.identity_refresh_distance)
-    pipeline = TrackLogPipeline(track_log, Compositor(anonymizer, run_config), config)
+        refresh_distance=RESTORE_REFRESH_FRACTION * run_config.identity_refresh_distance,
+        # the same composite undoes it: the change towards M^-1 of the fake's identity
+        composite=run_config.deid_composite, gain=run_config.identity_gain)
+    pipeline = TrackLogPipeline(
+        track_log, Compositor(anonymizer, run_config, occluders=build_occluders(run_config)),
+        config)
     return run_file(input_url, output, config, overwrite=overwrite, pipeline=pipeline,
                     record_tracks=False)
+
+
+def _frame_size(input_url: str) -> tuple[int, int] | None:
+    """(width, height) of the video's frames, which bound the log's boxes; None if unknown."""
+    with PyAVSource(input_url) as source:
+        info = source.info
+    return (info.width, info.height) if info.width > 0 and info.height > 0 else None

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ from masquerade.config import Config
 from masquerade.errors import InputError, MasqueradeError
 from masquerade.faces import Faces
 from masquerade.keys import SecretKey
+from masquerade.outputs import PendingFile
 from masquerade.pipeline.background import BackgroundWriter, prefetch
 from masquerade.pipeline.compositing import Compositor, cover_frame
 from masquerade.pipeline.detection import Detector, build_detector, detect_upright
+from masquerade.pipeline.occluders import build_occluders
 from masquerade.pipeline.stats import RunStats
 from masquerade.pipeline.tracking import Tracker
 from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
@@ -70,7 +73,8 @@ class FramePipeline:
         return cls(
             detector=build_detector(config.detector),
             tracker=Tracker(config.tracker, config.detector.min_score),
-            compositor=Compositor(anonymizer, config.anonymizer),
+            compositor=Compositor(anonymizer, config.anonymizer,
+                                  occluders=build_occluders(config.anonymizer)),
             config=config,
             stats=stats,
         )
@@ -129,50 +133,61 @@ class RunResult:
 def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
              overwrite: bool = False, pipeline: FramePipeline | None = None,
              key: SecretKey | None = None, stream_id: str = "default",
-             record_tracks: bool | None = None) -> RunResult:
+             record_tracks: bool | None = None, strict: bool = False,
+             stop: threading.Event | None = None) -> RunResult:
     """Anonymize a file or URL into a new file; the output appears only on success.
 
     `record_tracks` writes OUTPUT.tracks.json for `restore`; by default in keyed modes.
+    The video and its track log land together or not at all: a deid video without its
+    log could never be restored. `strict` turns an input that ends before the frame
+    count its header announces (a cut file) into an `InputError` instead of a warning.
+    `stop`, once set (by a signal whose KeyboardInterrupt a library swallowed), aborts
+    the run at the next frame as that KeyboardInterrupt would have.
     """
     stats = RunStats()
     start = time.perf_counter()
+    if record_tracks is None:
+        record_tracks = config.anonymizer.mode == "deid"
     with PyAVSource(input_url) as source:
         info = source.info
-        # The output is checked before any model loads: a bad path fails in milliseconds.
+        stats.frames_expected = info.frames
+        # The outputs are checked before any model loads: a bad path fails in milliseconds.
         sink = PyAVFileSink(output, config.encoder, average_rate=info.average_rate,
                             audio_templates=source.audio_streams, overwrite=overwrite)
+        track_file: PendingFile | None = None
+        writer: BackgroundWriter[Frame | AudioPacket] | None = None
+        items = None
+        bar = None
         try:
+            track_log = None
+            if record_tracks:
+                # Keyed modes leave a track log beside the output so `restore` knows which
+                # track (hence which password) each generated face belongs to.
+                from masquerade.pipeline.track_log import TrackLog, track_log_path
+
+                track_file = PendingFile(track_log_path(output), overwrite)
+                track_log = TrackLog({"stream_id": stream_id,
+                                      "privacy_level": config.anonymizer.privacy_level,
+                                      "anonymizer": dataclasses.asdict(config.anonymizer)})
+                if key is not None:  # lets restore tell a wrong key from the right one
+                    track_log.meta["key_id"] = key.key_id()
             pipeline = pipeline or FramePipeline.from_config(config, stats, key, stream_id)
-        except BaseException:
-            sink.abort()
-            raise
-        pipeline.stats = stats
-        bar = tqdm(total=info.frames, unit="frame", desc="anonymizing", file=sys.stderr,
-                   disable=not config.pipeline.progress, dynamic_ncols=True, leave=False)
-        def write(item: Frame | AudioPacket) -> None:
-            if isinstance(item, AudioPacket):
-                sink.write_audio(item)
-            else:
-                with stats.timed("encode"):
-                    sink.write(item)
+            pipeline.stats = stats
+            bar = tqdm(total=info.frames, unit="frame", desc="anonymizing", file=sys.stderr,
+                       disable=not config.pipeline.progress, dynamic_ncols=True, leave=False)
 
-        # Keyed modes leave a track log beside the output so `restore` knows which track
-        # (hence which password) each generated face belongs to.
-        track_log = None
-        if record_tracks is None:
-            record_tracks = config.anonymizer.mode == "deid"
-        if record_tracks:
-            from masquerade.pipeline.restore import TrackLog
+            def write(item: Frame | AudioPacket) -> None:
+                if isinstance(item, AudioPacket):
+                    sink.write_audio(item)
+                else:
+                    with stats.timed("encode"):
+                        sink.write(item)
 
-            track_log = TrackLog({"stream_id": stream_id,
-                                  "privacy_level": config.anonymizer.privacy_level,
-                                  "anonymizer": dataclasses.asdict(config.anonymizer)})
-
-        # Audio goes through the writer too, so packets reach the muxer in file order.
-        writer: BackgroundWriter[Frame | AudioPacket] = BackgroundWriter(write, name="encoder")
-        items = prefetch(source, name="decoder")
-        try:
+            # Audio goes through the writer too, so packets reach the muxer in file order.
+            writer = BackgroundWriter(write, name="encoder")
+            items = prefetch(source, name="decoder")
             while True:
+                _check_stop(stop)
                 with stats.timed("decode"):
                     item = next(items, None)
                 if item is None:
@@ -195,23 +210,71 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
             stats.decode_errors = source.decode_errors
             if stats.frames_in == 0:
                 raise InputError(f"{input_url}: no decodable video frames")
+            _check_complete(input_url, stats, strict)
             if stats.frames_out == 0:
                 raise MasqueradeError(
                     f"all {stats.frames_in} frames were dropped after stage errors "
                     "(pipeline.on_error=drop_frame); no output written")
             with stats.timed("encode"):
-                path = sink.close()
-            if track_log is not None:
-                from masquerade.pipeline.restore import track_log_path
-
-                track_log.write(track_log_path(path))
+                sink.finish()
+            if track_file is not None and track_log is not None:
+                track_file.write_text(track_log.to_json())
+            _check_stop(stop)
+            path = _commit_together(sink, track_file)
         except BaseException:
-            with contextlib.suppress(BaseException):
-                writer.close()
+            if writer is not None:
+                with contextlib.suppress(BaseException):
+                    writer.close()
             sink.abort()
+            if track_file is not None:
+                track_file.abort()
             raise
         finally:
-            items.close()  # stops the decoder thread before the source closes
-            bar.close()
+            if items is not None:
+                items.close()  # stops the decoder thread before the source closes
+            if bar is not None:
+                bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return RunResult(path, stats)
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt
+
+
+def _check_complete(input_url: str, stats: RunStats, strict: bool) -> None:
+    """Warn (or, strict, fail) when fewer frames decode than the input's header announces.
+
+    A file cut short (a copy interrupted, a camera that lost power) with its index at
+    the front still opens and decodes up to the cut; without this it would pass as a
+    complete, shorter video.
+    """
+    expected = stats.frames_expected
+    if not expected or stats.frames_in >= expected:
+        return
+    message = (f"input ended early: {stats.frames_in} of the {expected} frames its header "
+               "announces were decoded (truncated or damaged file?)")
+    if strict:
+        raise InputError(f"{input_url}: {message}; no output written (--strict)")
+    stats.warnings.append(message)
+    log.warning("%s: %s", input_url, message)
+
+
+def _commit_together(sink: PyAVFileSink, track_file: PendingFile | None) -> Path:
+    """Rename the track log, then the video: a video never appears without its log.
+
+    If the video's rename fails, the log just renamed is removed again, so a failed run
+    leaves neither.
+    """
+    if track_file is None:
+        return sink.commit()
+    landed = False
+    try:
+        track_file.commit()
+        landed = True
+        return sink.commit()
+    except BaseException:
+        if landed:
+            track_file.target.unlink(missing_ok=True)
+        raise

@@ -2,8 +2,11 @@
 
 Each stream has its own source, pipeline (detector and tracker state), sinks and key
 namespace (its name), and runs in its own thread under a supervisor that restarts it
-if it ever dies; a failing camera only ever affects its own stream. Models are loaded
-before GStreamer starts (see `streams.gst`).
+if it ever dies; a failing camera only ever affects its own stream. A stream with
+`give_up_after` stops once its source has delivered nothing for that long; when every
+stream has stopped so, `serve` ends with an error (a process supervisor can alert or
+restart). A local file standing in for a camera is paced at its frame rate. Models are
+loaded before GStreamer starts (see `streams.gst`).
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from masquerade.config import Config, build_dataclass, config_from_dict, merge_dicts
-from masquerade.errors import ConfigError
+from masquerade.config import Config, build_dataclass, config_from_dict, load_yaml, merge_dicts
+from masquerade.errors import ConfigError, InputError
 from masquerade.pipeline.live import LiveRunner, LiveStream
 from masquerade.pipeline.runner import FramePipeline
 from masquerade.streams.live import (
@@ -27,6 +29,7 @@ from masquerade.streams.live import (
     ReconnectingSource,
     SegmentedFileSink,
     Sink,
+    is_local_file,
 )
 from masquerade.streams.pyav import PyAVSource
 
@@ -41,6 +44,7 @@ class StreamSpec:
     transport: Literal["tcp", "udp"] = "tcp"
     listen: bool = False  # RTSP: wait for a publisher's ANNOUNCE instead of pulling
     stall_seconds: float = 5.0
+    give_up_after: float | None = None  # seconds without a frame, then stop (None: never)
     outputs: list[str] = field(default_factory=list)
     serve: bool = False
     record_dir: str | None = None
@@ -68,6 +72,7 @@ class ServeConfig:
     streams: list[StreamSpec]
     defaults: dict = field(default_factory=dict)
     key_file: str | None = None  # master key for keyed modes (else MASQUERADE_KEY)
+    password_file: str | None = None  # or a passphrase file (else MASQUERADE_PASSWORD)
     rtsp_server: RtspServerSpec = field(default_factory=RtspServerSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
 
@@ -76,16 +81,16 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"config file {path} is not valid YAML") from None
-    spec = build_dataclass(ServeConfig, data)
+    spec = build_dataclass(ServeConfig, load_yaml(path) or {})
     if not spec.streams:
         raise ConfigError("config key 'streams' needs at least one stream")
     names = [s.name for s in spec.streams]
     if len(set(names)) != len(names):
         raise ConfigError("config key 'streams': stream names must be unique")
+    for i, stream in enumerate(spec.streams):
+        if stream.give_up_after is not None and stream.give_up_after < 0:
+            raise ConfigError(f"config key 'streams[{i}].give_up_after': "
+                              f"{stream.give_up_after} is negative")
     for i in range(len(spec.streams)):
         stream_config(spec, i)  # validate every stream's merged run config up front
     return spec
@@ -118,11 +123,14 @@ def open_source(stream: StreamSpec):
 class Supervisor:
     """Builds, starts, restarts and stops every stream of a `ServeConfig`."""
 
-    def __init__(self, spec: ServeConfig, stop: threading.Event | None = None):
+    def __init__(self, spec: ServeConfig, stop: threading.Event | None = None,
+                 prompt: Callable[[], str] | None = None):
+        """`prompt` asks for a passphrase when a keyed stream finds no other key."""
         self.spec = spec
         self.stop = stop or threading.Event()
         self.streams: dict[str, LiveStream] = {}
         self.threads: list[threading.Thread] = []
+        self.gave_up: list[str] = []
         self.server = None
         self.metrics = None
         configs = [stream_config(spec, i) for i in range(len(spec.streams))]
@@ -130,7 +138,7 @@ class Supervisor:
         if any(c.anonymizer.mode in ("deid", "camouflage") for c in configs):
             from masquerade.keys import load_key
 
-            key = load_key(spec.key_file)
+            key = load_key(spec.key_file, password_file=spec.password_file, prompt=prompt)
         # Each stream's name is its key namespace: its tracks' passwords derive from it.
         self._pipelines = {s.name: FramePipeline.from_config(c, key=key, stream_id=s.name)
                            for s, c in zip(spec.streams, configs, strict=True)}
@@ -159,7 +167,9 @@ class Supervisor:
         for index, stream_spec in enumerate(self.spec.streams):
             config = stream_config(self.spec, index)
             source = ReconnectingSource(lambda s=stream_spec: open_source(s), stream_spec.source,
-                                        backoff=Backoff(), stop=self.stop)
+                                        backoff=Backoff(), stop=self.stop,
+                                        give_up_after=stream_spec.give_up_after,
+                                        pace=is_local_file(stream_spec.source))
             live = LiveStream(name=stream_spec.name, source=source,
                               pipeline=self._pipelines[stream_spec.name],
                               sinks=self._sinks(index, config), queue_size=stream_spec.queue_size)
@@ -180,10 +190,22 @@ class Supervisor:
             except Exception:
                 log.exception("%s: stream crashed; restarting", live.name)
                 self.stop.wait(backoff.next_delay())
+            if getattr(live.source, "gave_up", False):
+                self.gave_up.append(live.name)
+                log.error("%s: stopped: %s", live.name, live.health.last_error)
+                return
 
     def wait(self) -> None:
-        while not self.stop.is_set():
-            self.stop.wait(1.0)
+        """Until `stop` is set or no stream is left running."""
+        while not self.stop.is_set() and any(t.is_alive() for t in self.threads):
+            self.stop.wait(0.5)
+
+    def raise_if_all_gave_up(self) -> None:
+        """An `InputError` (one line, non-zero exit) when every stream gave up."""
+        if self.streams and len(self.gave_up) == len(self.streams):
+            first = self.streams[self.gave_up[0]].health
+            raise InputError(f"every stream gave up ({', '.join(self.gave_up)}); "
+                             f"{self.gave_up[0]}: {first.last_error if first else ''}")
 
     def close(self) -> None:
         self.stop.set()

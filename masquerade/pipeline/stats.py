@@ -33,6 +33,9 @@ class RunStats:
     frames_dropped_behind: int = 0
     fallback_faces: int = 0
     identity_refreshes: int = 0  # deid: tracks whose face became someone else mid-track
+    frames_expected: int | None = None  # what the input's header announces, when it does
+    # Things the user should know although the run succeeded (an input cut short).
+    warnings: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
 
     @contextmanager
@@ -55,6 +58,7 @@ class RunStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "frames_expected": self.frames_expected,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "frames_dropped": self.frames_dropped,
@@ -71,6 +75,7 @@ class RunStats:
             "wall_seconds": round(self.wall_seconds, 3),
             "fps": round(self.fps, 2),
             "stage_ms_per_frame": {k: round(v, 3) for k, v in self.stage_ms_per_frame().items()},
+            "warnings": list(self.warnings),
         }
 
     def summary(self) -> str:
@@ -96,4 +101,5 @@ class RunStats:
         if self.corrupt_packets or self.decode_errors:
             parts.append(f"{self.corrupt_packets} corrupt packets, {self.decode_errors} "
                          "undecodable packets skipped")
+        parts.extend(f"WARNING: {w}" for w in self.warnings)
         return "; ".join(parts)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from masquerade.redaction import redact
+
 
 @dataclass
 class Frame:
@@ -55,7 +57,7 @@ class StreamInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": redact(self.url),
             "container": self.container,
             "width": self.width,
             "height": self.height,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from masquerade.errors import InputError, MasqueradeError
+from masquerade.redaction import redact
 from masquerade.streams.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ class GstSource:
         self.audio_streams: list[Any] = []
         if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             self.close()
-            raise InputError(f"GStreamer cannot open {uri}")
+            raise InputError(redact(f"GStreamer cannot open {uri}"))
 
     @staticmethod
     def _on_source_setup(_dec: Any, source: Any, latency_ms: int) -> None:
@@ -231,7 +232,7 @@ class GstSource:
             return
         if msg.type == Gst.MessageType.ERROR:
             err, _ = msg.parse_error()
-            raise InputError(f"GStreamer: {self.uri}: {err.message}")
+            raise InputError(redact(f"GStreamer: {self.uri}: {err.message}"))
         raise StopIteration
 
     def __iter__(self) -> Iterator[Frame]:
@@ -249,8 +250,8 @@ class GstSource:
                 if self.sink.get_property("eos"):
                     return
                 if time.monotonic() > deadline:
-                    raise InputError(f"GStreamer: no frame from {self.uri} in "
-                                     f"{self.open_timeout:.0f} s")
+                    raise InputError(redact(f"GStreamer: no frame from {self.uri} in "
+                                            f"{self.open_timeout:.0f} s"))
                 continue
             caps = sample.get_caps().get_structure(0)
             w, h = caps.get_value("width"), caps.get_value("height")

@@ -1,9 +1,12 @@
-"""Live sources and sinks: reconnect forever, keep timestamps monotonic, never block.
+"""Live sources and sinks: reconnect, keep timestamps monotonic, never block.
 
 Cameras drop, stall and restart. `ReconnectingSource` reopens with capped exponential
-backoff and rebases timestamps so the output clock keeps running forward across the gap.
-Sinks that talk to a server (`PyAVStreamSink`) reconnect the same way and drop frames
-while the server is away instead of stalling the pipeline.
+backoff (forever, or until `give_up_after` seconds pass without a frame) and rebases
+timestamps so the output clock keeps running forward across the gap. A local file used
+as a camera is paced at its own frame rate, as a camera would deliver it. Sinks that
+talk to a server (`PyAVStreamSink`) reconnect the same way and drop frames while the
+server is away instead of stalling the pipeline. URLs reach logs and health only through
+`redact`: camera URLs carry passwords.
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ import numpy as np
 
 from masquerade.config import X264_PRESETS, EncoderConfig
 from masquerade.errors import MasqueradeError
+from masquerade.redaction import redact
 from masquerade.streams.frames import Frame
-from masquerade.streams.pyav import AudioPacket, PyAVFileSink
+from masquerade.streams.pyav import (
+    AudioPacket,
+    PyAVFileSink,
+    is_capture_device,
+    is_network_url,
+)
 
 log = logging.getLogger(__name__)
 
 LIVE_TIME_BASE = Fraction(1, 90000)
+# A paced file whose next frame is due further ahead than this has a timestamp jump:
+# it is sent at once and the clock rebased, rather than holding the stream that long.
+MAX_PACE_WAIT = 5.0
 
 
 class Sink(Protocol):
@@ -70,36 +82,47 @@ class SourceHealth:
 
 
 class ReconnectingSource:
-    """Frames from a live URL forever; reopens on error, end of stream or stall.
+    """Frames from a live URL; reopens on error, end of stream or stall.
 
     Output frames carry `pts` in 1/90000 s that only grow: within a session they follow
     the source's own timestamps, and each new session continues from the last frame plus
-    the wall-clock length of the outage.
+    the wall-clock length of the outage. With `give_up_after`, once that many seconds
+    have passed without a frame (since the start or the last frame) and one last attempt
+    at the deadline fails, the iteration ends with `gave_up` set, so a one-shot run can
+    fail instead of retrying forever. With `pace`, frames are released no faster than
+    their timestamps advance (for a local file standing in for a camera, which would
+    otherwise be read as fast as it decodes and mostly dropped as "behind").
     """
 
     def __init__(self, open_source: Callable[[], Any], url: str, *,
                  backoff: Backoff | None = None, max_reconnects: int | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, give_up_after: float | None = None,
+                 pace: bool = False):
         self.open_source = open_source
         self.url = url
+        self.label = redact(url)  # what logs and health may show
         self.backoff = backoff or Backoff()
         self.max_reconnects = max_reconnects
         self.stop = stop or threading.Event()
+        self.give_up_after = give_up_after or None  # 0 = forever
+        self.pace = pace
+        self.gave_up = False
         self.health = SourceHealth()
+        self._last_ok = time.monotonic()
 
     def __iter__(self) -> Iterator[Frame]:
         last_pts: int | None = None
         frame_step = int(LIVE_TIME_BASE.denominator / 30)
         outage_started: float | None = None
         index = 0
+        self._last_ok = time.monotonic()
         while not self.stop.is_set():
             try:
                 source = self.open_source()
             except (MasqueradeError, av.FFmpegError, OSError) as exc:
-                self._wait_before_retry(exc)
-                if self._gave_up():
-                    return
                 outage_started = outage_started or time.monotonic()
+                if not self._retry(exc):
+                    return
                 continue
             self.health.connected = True
             if outage_started is not None:
@@ -107,9 +130,10 @@ class ReconnectingSource:
                 self.health.reconnects += 1
                 self.health.gap_seconds += took
                 self.health.history.append(took)
-                log.warning("%s: reconnected after %.1f s", self.url, took)
+                log.warning("%s: reconnected after %.1f s", self.label, took)
             self.backoff.reset()
             first_time: float | None = None
+            pace_origin = 0.0
             session_base = 0 if last_pts is None else last_pts + frame_step + round(
                 (time.monotonic() - outage_started) / LIVE_TIME_BASE if outage_started else 0)
             session_start = time.monotonic()
@@ -123,12 +147,17 @@ class ReconnectingSource:
                     now = time.monotonic()
                     t = item.time if item.time is not None else now - session_start
                     if first_time is None:
-                        first_time = t
+                        first_time, pace_origin = t, now
+                    elif self.pace:
+                        pace_origin = self._pace(pace_origin, t - first_time)
+                        if self.stop.is_set():
+                            break
+                        now = time.monotonic()
                     pts = session_base + round((t - first_time) / LIVE_TIME_BASE)
                     if last_pts is not None and pts <= last_pts:
                         pts = last_pts + 1
                     last_pts = pts
-                    self.health.last_frame_at = now
+                    self.health.last_frame_at = self._last_ok = now
                     yield Frame(image=item.image, pts=pts, time_base=LIVE_TIME_BASE,
                                 index=index, rotation=item.rotation)
                     index += 1
@@ -141,18 +170,41 @@ class ReconnectingSource:
             if self.stop.is_set():
                 return
             outage_started = time.monotonic()
-            self._wait_before_retry(error or EOFError("stream ended"))
-            if self._gave_up():
+            if not self._retry(error or EOFError("stream ended")):
                 return
 
-    def _gave_up(self) -> bool:
-        return self.max_reconnects is not None and self.backoff.attempt > self.max_reconnects
+    def _pace(self, origin: float, media_offset: float) -> float:
+        """Wait until `media_offset` seconds after `origin`; the (maybe rebased) origin."""
+        wait = origin + media_offset - time.monotonic()
+        if wait > MAX_PACE_WAIT:  # a timestamp jump: send now, keep pacing from here
+            return origin - wait
+        if wait > 0:
+            self.stop.wait(wait)
+        return origin
 
-    def _wait_before_retry(self, exc: BaseException) -> None:
+    def _retry(self, exc: BaseException) -> bool:
+        """Record the failure and wait before the next attempt; False when giving up."""
+        self.health.last_error = redact(f"{type(exc).__name__}: {exc}")
         delay = self.backoff.next_delay()
-        self.health.last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("%s: %s; retrying in %.1f s", self.url, self.health.last_error, delay)
+        if self.give_up_after is not None:
+            remaining = self.give_up_after - (time.monotonic() - self._last_ok)
+            if remaining <= 0:
+                self.gave_up = True
+                self.health.last_error = (f"gave up after {self.give_up_after:g} s without a "
+                                          f"frame; last error: {self.health.last_error}")
+                log.debug("%s: %s", self.label, self.health.last_error)
+                return False
+            delay = min(delay, remaining)  # one last attempt right at the deadline
+        log.warning("%s: %s; retrying in %.1f s", self.label, self.health.last_error, delay)
         self.stop.wait(delay)
+        if self.max_reconnects is not None and self.backoff.attempt > self.max_reconnects:
+            return False
+        return not self.stop.is_set()
+
+
+def is_local_file(url: str) -> bool:
+    """A file on disk (not a network URL or a capture device): it needs pacing to be live."""
+    return not is_network_url(url) and not is_capture_device(url)
 
 
 def _close_quietly(source: Any) -> None:
@@ -178,7 +230,8 @@ def push_format(url: str) -> str:
         return "flv"
     if lower.startswith(("srt://", "udp://", "tcp://")):
         return "mpegts"
-    raise MasqueradeError(f"cannot push to {url}: use rtsp://, rtmp://, srt://, udp:// or tcp://")
+    raise MasqueradeError(f"cannot push to {redact(url)}: use rtsp://, rtmp://, srt://, udp:// "
+                          "or tcp://")
 
 
 class PyAVStreamSink:
@@ -251,7 +304,7 @@ class PyAVStreamSink:
 
     def _failed(self, exc: BaseException) -> None:
         delay = self.backoff.next_delay()
-        log.warning("output %s: %s; retrying in %.1f s", self.url, exc, delay)
+        log.warning("%s", redact(f"output {self.url}: {exc}; retrying in {delay:.1f} s"))
         self.retry_at = time.monotonic() + delay
         self._drop_container()
 
@@ -266,7 +319,7 @@ class PyAVStreamSink:
             try:
                 self.container.mux(self.stream.encode(None))
             except (av.FFmpegError, OSError) as exc:
-                log.debug("flushing %s: %s", self.url, exc)
+                log.debug("%s", redact(f"flushing {self.url}: {exc}"))
         self._drop_container()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +22,8 @@ import numpy as np
 
 from masquerade.config import EncoderConfig
 from masquerade.errors import InputError, OutputError
+from masquerade.outputs import check_output_path, make_partial, publish, write_failed
+from masquerade.redaction import redact
 from masquerade.streams.frames import Frame, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class PyAVSource:
         device = is_capture_device(self.url)
         if device:
             self.url = self.url.removeprefix("v4l2://")
+        self.label = redact(self.url)  # for messages: camera URLs carry passwords
         if not is_network_url(self.url):
             path = Path(self.url)
             if not path.exists():
@@ -87,10 +89,10 @@ class PyAVSource:
             self.container = av.open(self.url, mode="r", format="v4l2" if device else None,
                                      options=opts, timeout=timeout)
         except av.FFmpegError as exc:
-            raise InputError(f"cannot open {self.url}: {_ffmpeg_reason(exc)}") from None
+            raise InputError(redact(f"cannot open {self.url}: {_ffmpeg_reason(exc)}")) from None
         if not self.container.streams.video:
             self.container.close()
-            raise InputError(f"{self.url} holds no video stream")
+            raise InputError(f"{self.label} holds no video stream")
         self.video = self.container.streams.video[0]
         # Frame threading buffers one frame per thread: fine for files, latency for live.
         self.video.thread_type = "SLICE" if live else "AUTO"
@@ -98,7 +100,7 @@ class PyAVSource:
         others = len(self.container.streams) - 1 - len(self.audio_streams)
         if others:
             log.info("%s: %d other stream(s) (extra video, subtitles, data) are not carried "
-                     "over", self.url, others)
+                     "over", self.label, others)
         self.corrupt_packets = 0
         self.decode_errors = 0
 
@@ -150,9 +152,9 @@ class PyAVSource:
                 # A damaged region: FFmpeg resyncs on the next read, so restart the demuxer.
                 self.corrupt_packets += 1
                 consecutive_errors += 1
-                log.debug("demux error in %s: %s", self.url, exc)
+                log.debug("%s", redact(f"demux error in {self.url}: {exc}"))
                 if consecutive_errors > MAX_CONSECUTIVE_ERRORS:
-                    log.warning("giving up on %s after %d read errors", self.url,
+                    log.warning("giving up on %s after %d read errors", self.label,
                                 consecutive_errors)
                     break
                 demuxer = self.container.demux(streams)
@@ -169,10 +171,10 @@ class PyAVSource:
             except av.FFmpegError as exc:
                 self.decode_errors += 1
                 consecutive_errors += 1
-                log.debug("skipping undecodable packet in %s: %s", self.url, exc)
+                log.debug("%s", redact(f"skipping undecodable packet in {self.url}: {exc}"))
                 if self.live and consecutive_errors > MAX_CONSECUTIVE_ERRORS:
                     # A camera sending garbage: end this session so the caller reconnects.
-                    raise InputError(f"{self.url}: {consecutive_errors} undecodable packets "
+                    raise InputError(f"{self.label}: {consecutive_errors} undecodable packets "
                                      "in a row") from None
                 continue
             for vf in decoded:
@@ -238,14 +240,7 @@ class PyAVFileSink:
                 f"(use one of {', '.join(sorted(CONTAINERS))})"
             )
         self.format = CONTAINERS[suffix]
-        try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.stem}.", suffix=f".partial{suffix}", dir=self.path.parent
-            )
-        except OSError as exc:
-            raise OutputError(f"cannot write to {self.path.parent}: {exc.strerror}") from None
-        os.close(fd)
-        self.tmp_path = Path(tmp)
+        self.tmp_path = make_partial(self.path)
         self.container: Any = None
         self.video: Any = None
         self.audio_map: dict[int, Any] = {}
@@ -254,8 +249,11 @@ class PyAVFileSink:
 
     def _open(self, frame: Frame) -> None:
         options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
-        self.container = av.open(str(self.tmp_path), mode="w", format=self.format,
-                                 options=options)
+        try:
+            self.container = av.open(str(self.tmp_path), mode="w", format=self.format,
+                                     options=options)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from None
         stream = self.container.add_stream(self.encoder.codec, rate=self.average_rate)
         stream.width = frame.width - frame.width % 2
         stream.height = frame.height - frame.height % 2
@@ -298,8 +296,17 @@ class PyAVFileSink:
         self._last_pts = pts
         vf.pts = pts
         vf.time_base = frame.time_base
-        self.container.mux(self.video.encode(vf))
+        with self._writing():
+            self.container.mux(self.video.encode(vf))
         self.frames_written += 1
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write to the file (disk full, quota, I/O error) is an `OutputError`."""
+        try:
+            yield
+        except OSError as exc:  # PyAV's errno errors are OSErrors too
+            raise write_failed(self.path, exc) from None
 
     def write_audio(self, item: AudioPacket) -> None:
         if self.container is None:
@@ -312,19 +319,30 @@ class PyAVFileSink:
         if stream is None:
             return
         item.packet.stream = stream
-        self.container.mux(item.packet)
+        with self._writing():
+            self.container.mux(item.packet)
 
     def close(self) -> Path:
         """Flush, finalize and move the file into place; returns the final path."""
+        self.finish()
+        return self.commit()
+
+    def finish(self) -> None:
+        """Flush and finalize the temporary file, still under its hidden name.
+
+        Split from `commit` so a file that must land together with another (a deid
+        video and its track log) is complete before either is renamed.
+        """
         if self.container is None:
             self.abort()
             raise InputError("no video frame could be decoded from the input")
-        self.container.mux(self.video.encode(None))
-        self.container.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp_path, 0o666 & ~umask)  # mkstemp made it private
-        os.replace(self.tmp_path, self.path)
+        with self._writing():
+            self.container.mux(self.video.encode(None))
+            self.container.close()
+
+    def commit(self) -> Path:
+        """Move the finished file onto the target; returns the final path."""
+        publish(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -333,17 +351,6 @@ class PyAVFileSink:
             with contextlib.suppress(av.FFmpegError, OSError):
                 self.container.close()
         self.tmp_path.unlink(missing_ok=True)
-
-
-def check_output_path(path: Path, overwrite: bool) -> None:
-    if path.exists() and path.is_dir():
-        raise OutputError(f"output {path} is a directory")
-    if path.exists() and not overwrite:
-        raise OutputError(f"output {path} exists (use --overwrite to replace it)")
-    if not path.parent.exists():
-        raise OutputError(f"output folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"output folder {path.parent} is not writable")
 
 
 def probe(url: str | os.PathLike[str]) -> StreamInfo:

@@ -57,9 +57,15 @@ def test_deid_then_restore(scenario_clip: Path, tmp_path: Path) -> None:
     assert log.meta["stream_id"] == "s1" and len(log.frames) >= 80
     # restore inverts the same M
     assert log.meta["anonymizer"]["identity_transform"] == "orthogonal"
+    assert log.meta["key_id"] == key.key_id()
+    from masquerade.keys.secret import WrongKeyError
+
     right = restore_file(str(out.output), tmp_path / "right.mp4", config, key)
-    wrong = restore_file(str(out.output), tmp_path / "wrong.mp4", config,
-                         SecretKey.from_passphrase("another passphrase"))
+    other = SecretKey.from_passphrase("another passphrase")
+    with pytest.raises(WrongKeyError, match="not the one used to write"):
+        restore_file(str(out.output), tmp_path / "wrong.mp4", config, other)
+    wrong = restore_file(str(out.output), tmp_path / "wrong.mp4", config, other,
+                         allow_wrong_key=True)
     videos = [decode_video(p) for p in (scenario_clip, out.output, right.output, wrong.output)]
     assert {len(v) for v in videos} == {90}
     # dlib's recognizer decides: the fake is someone else, the right key brings the person
@@ -101,3 +107,15 @@ def test_identity_angle_comes_from_config_and_inverts() -> None:
     a, b = k90.apply(z, b"track-1", 1.0), k120.apply(z, b"track-1", 1.0)
     assert np.linalg.norm(b - z) > np.linalg.norm(a - z) + 0.01  # a larger angle moves further
     np.testing.assert_allclose(k120.invert(b, b"track-1", 1.0), z, atol=1e-9)
+
+
+def test_track_log_records_the_key_fingerprint(scenario_clip: Path, tmp_path: Path) -> None:
+    """Only the key's public HKDF fingerprint: restore can then tell a wrong key."""
+    config = load_config(overrides=["pipeline.progress=false", "encoder.preset=ultrafast",
+                                    "detector.tiling='off'"])
+    key = SecretKey.from_passphrase("correct horse battery")
+    out = run_file(str(scenario_clip), tmp_path / "o.mp4", config, key=key, stream_id="s1",
+                   record_tracks=True)
+    text = track_log_path(out.output).read_text()
+    assert TrackLog.read(track_log_path(out.output)).meta["key_id"] == key.key_id()
+    assert key.to_hex() not in text and key.to_hex()[:16] not in text

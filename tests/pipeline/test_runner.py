@@ -204,3 +204,24 @@ def test_detection_cadence_follows_processed_frames_not_source_indices(scenario:
     for index in range(1, 40, 2):  # only odd source frames survive the queue
         pipeline.process(Frame(scenario.render(index), index * 1000, Fraction(1, 30000), index))
     assert len(calls) == 10
+
+
+def test_video_and_track_log_land_together_or_not_at_all(scenario_clip: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The track log is renamed first; a video whose rename then fails takes it back."""
+    from masquerade.errors import OutputError
+    from masquerade.streams.pyav import PyAVFileSink
+
+    config = load_config(overrides=["pipeline.progress=false", "anonymizer.mode=solid",
+                                    "encoder.preset=ultrafast"])
+    result = run_file(str(scenario_clip), tmp_path / "ok.mp4", config, record_tracks=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.mp4", "ok.mp4.tracks.json"]
+
+    def rename_fails(self: PyAVFileSink) -> Path:
+        raise OutputError(f"cannot write {self.path}: Input/output error")
+
+    monkeypatch.setattr(PyAVFileSink, "commit", rename_fails)
+    with pytest.raises(OutputError, match="Input/output error"):
+        run_file(str(scenario_clip), tmp_path / "bad.mp4", config, record_tracks=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.mp4", "ok.mp4.tracks.json"]
+    assert result.output == tmp_path / "ok.mp4"
