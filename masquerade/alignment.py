@@ -208,11 +208,14 @@ def paste_back(
     transforms: np.ndarray,
     feather: float = 0.1,
     masks: np.ndarray | None = None,
+    add: bool = False,
 ) -> np.ndarray:
     """Blend (N, S, S, C) crops back into a copy of `image` through the inverse transforms.
 
     Each crop is warped only into the bounding box it covers; `masks` (N, S, S) in [0, 1]
     default to a square feathered mask, so seams fade over `feather` of the crop side.
+    With `add`, the crops are signed changes added under the mask (image + alpha * crop)
+    instead of pictures blended over it: a low-resolution edit applied to a sharp image.
     """
     out = image.astype(np.float32, copy=True)
     crops = np.asarray(crops)
@@ -238,7 +241,7 @@ def paste_back(
         patch = patch.reshape(alpha.shape + image.shape[2:])
         alpha = alpha.reshape(alpha.shape + (1,) * (image.ndim - 2))
         region = out[y0:y1, x0:x1]
-        region += alpha * (patch - region)
+        region += alpha * (patch if add else patch - region)
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)

@@ -62,9 +62,13 @@ def build_anonymizer(config: AnonymizerConfig, key: SecretKey | None = None,
         render_every=config.generator_every_n_frames,
         identity_feedback=config.identity_feedback,
         feedback_renders=config.identity_feedback_renders,
-        refresh_distance=config.identity_refresh_distance)
+        refresh_distance=config.identity_refresh_distance,
+        composite=config.deid_composite, gain=config.identity_gain,
+        smoothing=config.temporal_smoothing)
     gate = SizeGate(generator, build_classic(config.fallback_mode, config),
                     config.min_generator_face_px, config.min_generator_score)
+    if config.deid_composite == "residual":  # the generator smooths its own changes
+        return gate
     return TemporalBlend(gate, alpha=1.0 - config.temporal_smoothing)
 
 

@@ -34,6 +34,9 @@ CHIP = 150
 MAX_CORRECTION = 0.5  # largest offset identity feedback may add to a track's z_new
 IDENTITY_CHECK_EVERY = 10  # renders between re-measurements of a track's face
 IDENTITY_REFRESH_STRIKES = 2  # checks in a row beyond refresh_distance before a refresh
+RESIDUAL_SIGMA = 1.5  # crop pixels: finer detail of the face is kept by the residual composite
+RESIDUAL_CHROMA = 0.3  # share of the generator's colour change the residual composite keeps
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def box_transforms(boxes: np.ndarray, crop: CropSpec) -> np.ndarray:
@@ -95,12 +98,48 @@ class DeidGenerator:
 
     def __call__(self, crops: np.ndarray, identities: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB crops, (N, 128) identities -> (N, S, S, 3) uint8."""
+        return self.render(crops, [identities])[0]
+
+    def render(self, crops: np.ndarray, identity_sets: list[np.ndarray]) -> list[np.ndarray]:
+        """The same crops rendered with each (N, 128) identity set: E_attr runs once and G
+        once on all the sets stacked, so a fake and its reconstruction cost one batch."""
         x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), np.float32) / 127.5 - 1.0
         attrs = self.attr.run({"faces": x})
-        feed = {"identity": np.asarray(identities, np.float32), **dict(
-            zip(self.attr_names, attrs, strict=True))}
+        k = len(identity_sets)
+        feed = {"identity": np.concatenate(identity_sets).astype(np.float32), **{
+            name: np.concatenate([a] * k) for name, a in zip(self.attr_names, attrs, strict=True)}}
         y = self.gen.run(feed)[0]
-        return np.clip(np.rint((y.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        y = np.clip(np.rint((y.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        return np.split(y, k)
+
+
+def residual_change(faces: np.ndarray, fakes: np.ndarray, reconstructions: np.ndarray,
+                    gain: float) -> np.ndarray:
+    """The signed change that turns each face into its fake at the face's own resolution.
+
+    A 96 px render stretched over a 300 px face is soft, and the small generator's own
+    errors (a skewed mouth, blotches) show in it. Its reconstruction G(z, E_attr(x)) of
+    the face carries the same errors, so the difference fake - reconstruction is what the
+    identity input changed, and little else. Added to the face:
+        x + gain * (fake - rec) - LP(x - rec)  ~  fake + HP(x) + (gain - 1) (fake - rec)
+    where LP is a Gaussian of RESIDUAL_SIGMA crop pixels: the face keeps its detail finer
+    than that (skin texture, lashes, teeth edges: little identity), while its coarser
+    structure, which the generator failed to reconstruct and which does carry identity,
+    is replaced by the generator's. Only RESIDUAL_CHROMA of the change's colour is kept,
+    the noisiest part of the generator's output (bruise-like tints round the eyes), so the
+    face keeps its own skin tone and lighting. gain > 1 pushes the fake further than the
+    generator alone reaches (it lands ~0.33 short of the identity it is asked for).
+    Measured on 6 talking heads (every 15th frame), gain 1.5: dlib still matched 0%
+    (1.0: 21%), the independent judge 7%, detail ratio 1.08 vs 0.37 for the pasted render.
+    (N, S, S, 3) uint8 each -> (N, S, S, 3) float32.
+    """
+    x = faces.astype(np.float32)
+    rec = reconstructions.astype(np.float32)
+    change = gain * (fakes.astype(np.float32) - rec)
+    for i in range(len(change)):
+        change[i] -= cv2.GaussianBlur(x[i] - rec[i], (0, 0), RESIDUAL_SIGMA)
+    luma = (change @ LUMA)[..., None]
+    return luma + RESIDUAL_CHROMA * (change - luma)
 
 
 def default_identity_encoder(threads: int | None = None, engine: EngineConfig | None = None
@@ -145,6 +184,9 @@ class KeyedDeidAnonymizer:
         identity_feedback: float = 0.0,
         refresh_distance: float = 0.0,
         feedback_renders: int = 0,
+        composite: str = "replace",
+        gain: float = 1.5,
+        smoothing: float = 0.0,
     ) -> None:
         from masquerade.keys.orthogonal import OrthogonalIdentityKey
 
@@ -160,10 +202,20 @@ class KeyedDeidAnonymizer:
         self.identity_feedback = float(identity_feedback)
         self.feedback_renders = int(feedback_renders)
         self.refresh_distance = float(refresh_distance)
+        if composite not in ("replace", "residual"):
+            raise ValueError(f"composite must be replace or residual, not {composite!r}")
+        self.residual = composite == "residual"
+        self.gain = float(gain)
+        # Residual changes are blended with the track's previous one here, in the
+        # pose-normalised crop: the generator's flicker lives in the change, while the face
+        # under it is the real video, which a blend of whole output frames (TemporalBlend,
+        # for replace) would smear and ghost as the head moves.
+        self.smoothing = float(smoothing) if self.residual else 0.0
         # one record per track, so a long stream forgets all of a track's state at once
         self._tracks: TrackCache[TrackIdentity] = TrackCache()
         self.refreshed_tracks = 0
-        # each track's last rendered face, in crop coordinates, and how many frames ago
+        # each track's last rendered face (residual: its change to the face), in crop
+        # coordinates, and how many frames ago
         self._fakes: TrackCache[tuple[np.ndarray, int]] = TrackCache()
         self.rendered_faces = 0
         self.reused_faces = 0
@@ -263,24 +315,47 @@ class KeyedDeidAnonymizer:
                 correction *= MAX_CORRECTION / norm
             state.input = (state.z_new + correction).astype(np.float32)
 
+    def _generate(self, tracks: list[int], crops: np.ndarray, inputs: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(what render caches and pastes, the fake face as E_id should see it).
+
+        Replace: the colour-matched render, both times. Residual: the signed change
+        (`residual_change`, from the render and the reconstruction with the track's
+        measured identity in one batch) and the face with that change applied."""
+        if not self.residual:
+            fake = self.generator(crops, inputs)
+            if self.colour_match:
+                fake = match_colours(fake, crops, self.mask)
+            return fake, fake
+        own = np.stack([self._tracks[t].measured for t in tracks])
+        fake, rec = self.generator.render(crops, [inputs, own])
+        if self.colour_match:
+            fake, rec = (match_colours(y, crops, self.mask) for y in (fake, rec))
+        change = residual_change(crops, fake, rec, self.gain)
+        seen = np.clip(np.rint(crops + self.mask[None, ..., None] * change), 0, 255)
+        return change, seen.astype(np.uint8)
+
     def render(self, regions: list[FaceRegion], crops: np.ndarray) -> np.ndarray:
-        """Fake faces in crop coordinates. With `render_every` = k > 1 a track's face is
-        generated every k-th frame and reused in between: the crop is pose-normalised, so
-        pasting it with the current frame's alignment still follows the head, and only
-        expression lags (by up to k - 1 frames) while the generator's cost drops k-fold."""
+        """Fake faces (residual: changes to the faces) in crop coordinates. With
+        `render_every` = k > 1 a track's face is generated every k-th frame and reused in
+        between: the crop is pose-normalised, so pasting it with the current frame's
+        alignment still follows the head, and only expression lags (by up to k - 1 frames)
+        while the generator's cost drops k-fold."""
         tracks = [r.track_id for r in regions]
         todo = [i for i, t in enumerate(tracks)
                 if t not in self._fakes or self._fakes[t][1] + 1 >= self.render_every]
-        fakes = np.empty_like(crops)
+        fakes = np.empty(crops.shape, np.float32 if self.residual else crops.dtype)
         if todo:
             todo_tracks = [tracks[i] for i in todo]
             z_new = self.identities(todo_tracks, crops[todo])
             inputs = np.stack([self._tracks[t].input for t in todo_tracks])
-            fresh = self.generator(crops[todo], inputs)
-            if self.colour_match:
-                fresh = match_colours(fresh, crops[todo], self.mask)
+            fresh, seen = self._generate(todo_tracks, crops[todo], inputs)
             if self.identity_feedback > 0:
-                self._steer(todo_tracks, z_new, inputs, fresh)
+                self._steer(todo_tracks, z_new, inputs, seen)
+            if self.smoothing > 0:
+                for j, t in enumerate(todo_tracks):
+                    if t in self._fakes:
+                        fresh[j] += self.smoothing * (self._fakes[t][0] - fresh[j])
             fakes[todo] = fresh
         done = set(todo)
         for i, t in enumerate(tracks):
@@ -302,6 +377,6 @@ class KeyedDeidAnonymizer:
         fakes = self.render(regions, crops)
         masks = np.broadcast_to(self.mask, (1, size, size))
         return [
-            paste_back(r.pixels, fake[None], m[None], masks=masks)
+            paste_back(r.pixels, fake[None], m[None], masks=masks, add=self.residual)
             for r, fake, m in zip(regions, fakes, transforms, strict=True)
         ]

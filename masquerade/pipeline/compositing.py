@@ -9,6 +9,8 @@ anonymization is what remains on top.
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -17,6 +19,8 @@ from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
 from masquerade.config import AnonymizerConfig
 from masquerade.faces import Faces
 from masquerade.pipeline.stats import RunStats
+
+log = logging.getLogger(__name__)
 
 # Context around the feathered region given to the anonymizer, as a fraction of its size,
 # so blurs near the region edge average real neighbours instead of a reflected border.
@@ -48,11 +52,21 @@ def region_mask(height: int, width: int, inner: np.ndarray, shape: str, feather_
     return np.clip(1.0 - outside / feather_px, 0.0, 1.0).astype(np.float32)
 
 
+class Occluders(Protocol):
+    def mask(self, image: np.ndarray) -> np.ndarray | None:
+        """(H, W) float32 in [0, 1] where something lies in front of the faces, or None."""
+
+
 class Compositor:
+    """`occluders` (deid, camouflage): the original pixels are put back where they say an
+    occluder lies, so a hand stays in front of the fake (`pipeline.occluders`)."""
+
     def __init__(self, anonymizer: Anonymizer, config: AnonymizerConfig,
-                 stats: RunStats | None = None):
+                 stats: RunStats | None = None, occluders: Occluders | None = None):
         self.anonymizer = anonymizer
         self.config = config
+        self.occluders = occluders
+        self.occluded_faces = 0  # faces with an occluder kept in front
         self.padding = (max(config.padding, CAMOUFLAGE_PADDING) if config.mode == "camouflage"
                         else config.padding)
         self.stats = stats  # times "anonymize" and "composite" separately when set
@@ -90,9 +104,32 @@ class Compositor:
             ))
         with self._timed("anonymize"):
             patches = self.anonymizer.anonymize(regions)
+            keep = None if self.occluders is None else self.occluders.mask(image)
         with self._timed("composite"):
             self._blend(image, order, regions, patches, crop, inner, feather)
+            if keep is not None:
+                self._keep_occluders(image, order, regions, crop, keep)
         return image
+
+    def _keep_occluders(self, image: np.ndarray, order: list[int], regions: list[FaceRegion],
+                        crop: np.ndarray, keep: np.ndarray) -> None:
+        """Put each region's original pixels back under the occluder mask, unless the mask
+        would keep most of the face box (then it is not trusted: fail closed)."""
+        from masquerade.pipeline.occluders import MAX_FACE_SHARE
+
+        for i, region in zip(order, regions, strict=True):
+            x1, y1, x2, y2 = crop[i]
+            k = keep[y1:y2, x1:x2]
+            bx1, by1, bx2, by2 = np.clip(np.round(region.box).astype(int), 0, None)
+            face = k[by1:by2, bx1:bx2]
+            if not face.size or not face.any():
+                continue
+            if float(face.mean()) > MAX_FACE_SHARE:
+                log.debug("occluder mask covers %.0f%% of a face: not kept", 100 * face.mean())
+                continue
+            self.occluded_faces += 1
+            current = np.ascontiguousarray(image[y1:y2, x1:x2])
+            image[y1:y2, x1:x2] = cv2.blendLinear(region.pixels, current, k, 1.0 - k)
 
     def _blend(self, image: np.ndarray, order: list[int], regions: list[FaceRegion],
                patches: list[np.ndarray], crop: np.ndarray, inner: np.ndarray,

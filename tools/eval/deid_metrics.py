@@ -1,7 +1,10 @@
 """Measure keyed de-identification on LFW TEST-split faces; write JSON and a sample grid.
 
     python tools/eval/deid_metrics.py [--n 50] [--transform orthogonal|rotation]
-        [--max-angle 90] [--weights DIR]
+        [--max-angle 90] [--weights DIR] [--composite replace|residual [--gain 1.5]]
+
+`--composite residual` measures the anonymizer's residual composite on the crops
+(`deid.residual_change`; restore applies it with the inverse key) instead of G's render.
 
 Probes: the first image of the first `n` TEST people (sorted by name; never seen in
 training) who have at least two images; their other images (up to 4) form the gallery.
@@ -9,8 +12,10 @@ Every number uses dlib's recognizer (distance < 0.6 = same person) on the full-r
 150x150 chip of the original, and the pipeline's own keyed transform (`anonymizers.identity_key`).
 For each privacy level d, with two random passwords A and B per face:
 * protection: share of G(M(z, A, d), E_attr(x)) still matching the original (lower is
-  better), and gallery protection: share of de-identified probes matching any other image
-  of the same person (the original probes' share is the baseline);
+  better), by dlib and by the independent MobileFaceNet judge (`mobilefacenet.py`, cosine
+  distance <= 0.653; evaluation only), and gallery protection: share of de-identified
+  probes matching any other image of the same person (the original probes' share is the
+  baseline);
 * diversity: share of faces whose A and B versions are different people (> 0.6);
 * recovery: restore from the de-identified crop alone (z = M^-1(E_id(y), A, d), then
   G(z, E_attr(y))): share matching the original, PSNR/SSIM vs the original crop; with a
@@ -31,11 +36,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from mobilefacenet import SAME_PERSON_DISTANCE as MFN_THRESHOLD
+from mobilefacenet import MobileFaceNet
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from masquerade.alignment import ARCFACE_112, DLIB_CHIP, CropSpec, estimate_transforms, warp_faces
+from masquerade.alignment import (
+    ARCFACE_112,
+    DLIB_CHIP,
+    CropSpec,
+    estimate_transforms,
+    invert,
+    warp_faces,
+)
 from masquerade.anonymizers import identity_key
-from masquerade.anonymizers.deid import CHIP, WEIGHTS_DIR, DeidGenerator
+from masquerade.anonymizers.deid import (
+    CHIP,
+    WEIGHTS_DIR,
+    DeidGenerator,
+    face_mask,
+    match_colours,
+    residual_change,
+)
 from masquerade.config import AnonymizerConfig
 from masquerade.datasets import REPO_ROOT, is_train_person, lfw_root, load_rgb
 from masquerade.engines.blazeface import BlazeFace
@@ -76,6 +97,30 @@ def upsampled_chips(faces: np.ndarray) -> np.ndarray:
     return np.stack([cv2.resize(f, (CHIP, CHIP), interpolation=cv2.INTER_LINEAR) for f in faces])
 
 
+def arcface_faces(faces: np.ndarray, crop: CropSpec) -> np.ndarray:
+    """Generator crops -> ArcFace-112 alignment, what the MobileFaceNet judge takes."""
+    m = invert(estimate_transforms(ARCFACE_112[None], "arcface5", crop)[0])
+    return np.stack([cv2.warpAffine(f, m, (112, 112), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE) for f in faces])
+
+
+class Renderer:
+    """The anonymizer's two composites on single crops: `replace` pastes G's render,
+    `residual` adds its identity change to the face (`deid.residual_change`)."""
+
+    def __init__(self, gen: DeidGenerator, composite: str, gain: float) -> None:
+        self.gen, self.composite, self.gain = gen, composite, gain
+        self.mask = face_mask(gen.crop)
+
+    def __call__(self, x: np.ndarray, z_target: np.ndarray, z_own: np.ndarray) -> np.ndarray:
+        if self.composite == "replace":
+            return self.gen(x, z_target)  # as the committed numbers were measured
+        fake, rec = (match_colours(y, x, self.mask)
+                     for y in self.gen.render(x, [z_target, z_own]))
+        change = residual_change(x, fake, rec, self.gain)
+        return np.clip(np.rint(x + self.mask[None, ..., None] * change), 0, 255).astype(np.uint8)
+
+
 def mean_psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     psnr = [peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b, strict=True)]
     ssim = [structural_similarity(x, y, channel_axis=2, data_range=255)
@@ -107,6 +152,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "deid_metrics.json")
     parser.add_argument("--grid", type=Path, default=REPO_ROOT / "docs" / "deid_samples.png")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--composite", choices=["replace", "residual"], default="replace",
+                        help="anonymizer.deid_composite (replace: the committed numbers)")
+    parser.add_argument("--gain", type=float, default=1.5, help="anonymizer.identity_gain")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     gen = DeidGenerator(args.weights, threads=2)
@@ -122,6 +170,9 @@ def main() -> None:
     z_orig = encoder(original_chips(probes))  # the original person, full resolution
     galleries = [encoder(original_chips([load_rgb(q) for q in p[1:]])) for p in people]
     z = encoder(up(x))  # what the pipeline conditions on
+    judge = MobileFaceNet()  # the independent recognizer: evaluation only
+    m_orig = judge.embed(arcface_faces(x, crop))
+    render = Renderer(gen, args.composite, args.gain)
     rng = np.random.default_rng(args.seed)
     pw = {name: [rng.bytes(16) for _ in people] for name in "ABC"}
 
@@ -139,6 +190,7 @@ def main() -> None:
     result: dict[str, object] = {
         "faces": len(people), "gallery_images": int(sum(len(g) for g in galleries)),
         "crop": [crop.size, crop.padding], "identity_transform": args.transform,
+        "composite": args.composite, "identity_gain": args.gain,
         "max_identity_angle": args.max_angle,
         "baseline_resize_distance": float(dist(z).mean()),
         "original_gallery_match_rate": gallery_rate(z_orig),
@@ -150,12 +202,18 @@ def main() -> None:
     for d in (0.5, 1.0):
         z_a = key.apply(z, pw["A"], d).astype(np.float32)
         z_b = key.apply(z, pw["B"], d).astype(np.float32)
-        y_a, y_b = gen(x, z_a), gen(x, z_b)
+        y_a, y_b = render(x, z_a, z), render(x, z_b, z)
         e_a, e_b = encoder(up(y_a)), encoder(up(y_b))
         z_rec = key.invert(e_a, pw["A"], d)
-        restored = gen(y_a, z_rec.astype(np.float32))
-        wrong = gen(y_a, key.invert(e_a, pw["C"], d).astype(np.float32))
+        restored = render(y_a, z_rec.astype(np.float32), e_a)
+        wrong = render(y_a, key.invert(e_a, pw["C"], d).astype(np.float32), e_a)
         e_r, e_w = encoder(up(restored)), encoder(up(wrong))
+
+        def judged(faces: np.ndarray) -> float:
+            """Share matched to the original by MobileFaceNet (cosine distance)."""
+            e = judge.embed(arcface_faces(faces, crop))
+            return float(((1.0 - (e * m_orig).sum(1)) <= MFN_THRESHOLD).mean())
+
         kp_fake = detect(detector, y_a)
         shifts = [np.linalg.norm(a - b, axis=1).mean()
                   for a, b in zip(kp_orig, kp_fake, strict=True) if a is not None and b is not None]
@@ -164,6 +222,7 @@ def main() -> None:
         result[f"d={d}"] = {
             "protection": {
                 "same_person_rate": float((dist(e_a) < THRESHOLD).mean()),
+                "mobilefacenet_same_person_rate": judged(y_a),
                 "mean_distance": float(dist(e_a).mean()),
                 "gallery_match_rate": gallery_rate(e_a),
                 "target_same_person_rate": float((dist(z_a) < THRESHOLD).mean()),
@@ -178,6 +237,8 @@ def main() -> None:
                 "inverse_error_ratio": float(dist(z_rec, z).mean() / dist(e_a, z_a).mean()),
                 "psnr": p_rest, "ssim": s_rest,
                 "wrong_key_same_person_rate": float((dist(e_w) < THRESHOLD).mean()),
+                "mobilefacenet_same_person_rate": judged(restored),
+                "mobilefacenet_wrong_key_same_person_rate": judged(wrong),
             },
             "utility": {
                 "detection_rate": float(np.mean([k is not None for k in kp_fake])),

@@ -81,6 +81,9 @@ class TrainConfig:
     centred_rotation: bool = True
     max_identity_angle: float = 90.0
     init_weights: str = ""  # start G and E_attr from a weights file (no checkpoint yet)
+    # E_id from a PyTorch state dict (tools/train/pack_faces.py) instead of dlib's model
+    # file from face-recognition-models, which a GPU machine does not have
+    e_id_weights: str = ""
     max_steps: int = 100_000
     max_minutes: float = 75.0
     log_every: int = 25
@@ -182,7 +185,13 @@ class Trainer:
             {**cfg.model, "size": cfg.size, "padding": cfg.padding})
         self.net = DeidNet(self.model_cfg).to(self.device)
         self.disc = MultiScaleDiscriminator(self.model_cfg).to(self.device)
-        self.e_id = DlibFaceResNet.from_dlib().to(self.device).eval()
+        if cfg.e_id_weights:
+            self.e_id = DlibFaceResNet()
+            state = torch.load(cfg.e_id_weights, map_location="cpu", weights_only=True)
+            self.e_id.load_state_dict({k: v.float() for k, v in state.items()})
+        else:
+            self.e_id = DlibFaceResNet.from_dlib()
+        self.e_id = self.e_id.to(self.device).eval()
         for p in self.e_id.parameters():
             p.requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.net.parameters(), cfg.lr_g, betas=cfg.betas)
