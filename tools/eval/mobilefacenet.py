@@ -10,7 +10,7 @@ of 2; output a 192-d embedding compared by cosine distance, same person at <= 0.
 false accepts on LFW). Faces are aligned here from dlib's 5-point shape (eye corners and
 nose base), fitted onto where those points sit in ArcFace's template.
 
-    pip install ai-edge-litert
+    pip install -e '.[eval]'   # ai-edge-litert
 """
 
 from __future__ import annotations
