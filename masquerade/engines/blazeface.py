@@ -58,6 +58,7 @@ class BlazeFace:
         if model not in MIN_RELATIVE_FACE:
             raise ValueError(f"unknown BlazeFace model {model!r}")
         self.model = model
+        self.min_score = min_score
         self.min_relative_face = MIN_RELATIVE_FACE[model]
         # The graph's calculators open on their own threads and TFLite announces its
         # delegates then: stay quiet through one warm-up call, which waits for them.
@@ -83,7 +84,11 @@ class BlazeFace:
                         (bb.ymin + bb.height) * h)
             scores[i] = det.score[0]
             kps[i] = [(k.x * w, k.y * h) for k in det.location_data.relative_keypoints]
-        return Faces(xyxy=boxes, scores=scores, keypoints=kps)
+        # mediapipe's graph applies min_detection_confidence only up to a point (a face
+        # scored 0.91 still comes out at 1.0): filter here, so detector.min_score is the
+        # user's real precision/recall knob all the way to the tracker.
+        keep = scores >= self.min_score
+        return Faces(xyxy=boxes[keep], scores=scores[keep], keypoints=kps[keep])
 
     def close(self) -> None:
         self._graph.close()

@@ -86,3 +86,15 @@ def test_sideways_coded_frames_are_detected_as_displayed(rotation: int) -> None:
     kp = faces.keypoints[0]
     inside = (kp[:, 0] >= gt[0, 0] - 30) & (kp[:, 0] <= gt[0, 2] + 30)
     assert inside.all()
+
+
+def test_min_score_reaches_every_detection() -> None:
+    """detector.min_score trades recall for precision: above a face's score it is gone
+    (mediapipe's own threshold let a 0.91 face through at min_detection_confidence=1.0)."""
+    from skimage import data
+
+    image = data.astronaut()
+    found = build_detector(DetectorConfig(min_score=0.5)).detect(image)
+    assert len(found) == 1
+    score = float(found.scores[0])
+    assert len(build_detector(DetectorConfig(min_score=min(1.0, score + 0.02))).detect(image)) == 0
