@@ -129,8 +129,10 @@ def residual_change(faces: np.ndarray, fakes: np.ndarray, reconstructions: np.nd
     the noisiest part of the generator's output (bruise-like tints round the eyes), so the
     face keeps its own skin tone and lighting. gain > 1 pushes the fake further than the
     generator alone reaches (it lands ~0.33 short of the identity it is asked for).
-    Measured on 6 talking heads (every 15th frame), gain 1.5: dlib still matched 0%
-    (1.0: 21%), the independent judge 7%, detail ratio 1.08 vs 0.37 for the pasted render.
+    A single-frame sweep on 6 talking heads (gain 1.5: dlib still matched 0%, 1.0: 21%)
+    looked promising, but the whole pipeline on the clips (docs/deid_quality.md) keeps too
+    much identity in the face's own detail: the independent judge still matched 35% (96% on
+    one clip) against 14% for the pasted render, so this composite is not the default.
     (N, S, S, 3) uint8 each -> (N, S, S, 3) float32.
     """
     x = faces.astype(np.float32)
