@@ -18,6 +18,7 @@ import numpy as np
 from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
 from masquerade.config import AnonymizerConfig
 from masquerade.faces import Faces
+from masquerade.pipeline.occluders import MAX_FACE_SHARE
 from masquerade.pipeline.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,6 @@ class Compositor:
                         crop: np.ndarray, keep: np.ndarray) -> None:
         """Put each region's original pixels back under the occluder mask, unless the mask
         would keep most of the face box (then it is not trusted: fail closed)."""
-        from masquerade.pipeline.occluders import MAX_FACE_SHARE
-
         for i, region in zip(order, regions, strict=True):
             x1, y1, x2, y2 = crop[i]
             k = keep[y1:y2, x1:x2]

@@ -34,11 +34,12 @@ import numpy as np
 import realism
 from mobilefacenet import SAME_PERSON_DISTANCE as MFN_SAME
 from mobilefacenet import MobileFaceNet, shape_points
-from video_measures import decode, face_slices, flicker_ratio, frame_change
+from video_measures import decode, face_slices, flicker_ratio, frame_change, rect_xyxy
 
 from masquerade.config import load_config
 from masquerade.datasets import REPO_ROOT, data_root
 from masquerade.engines.dlib_face import SAME_PERSON_DISTANCE, DlibFaceRecognizer
+from masquerade.faces import box_iou
 from masquerade.keys import SecretKey
 from masquerade.pipeline.restore import restore_file
 from masquerade.pipeline.runner import run_file
@@ -136,7 +137,7 @@ def evaluate(clip: Path, work: Path, every: int, rec: DlibFaceRecognizer,
         delta_e.append(realism.skin_delta_e(fake_box, orig_box))
         off_palette.append(realism.off_palette_share(fake_box, orig_box))
         off_palette_original.append(realism.off_palette_share(orig_box, orig_box))
-        hog_found.append(any(realism.box_iou(r, shape.rect) > 0.3
+        hog_found.append(any(box_iou(rect_xyxy(r), rect_xyxy(shape.rect))[0, 0] > 0.3
                              for r in rec.faces(videos["deid_a"][i])))
         flicker_orig.append(frame_change(original, i, box))
         flicker_fake.append(frame_change(videos["deid_a"], i, box))

@@ -65,11 +65,3 @@ def off_palette_share(fake: np.ndarray, original: np.ndarray) -> float:
     dist = np.linalg.norm(blocks.reshape(-1, 1, 3) - centres[None], axis=2).min(1)
     return float((dist > OFF_PALETTE_DELTA_E).mean())
 
-
-def box_iou(a, b) -> float:
-    """IoU of two dlib rectangles."""
-    x1, y1 = max(a.left(), b.left()), max(a.top(), b.top())
-    x2, y2 = min(a.right(), b.right()), min(a.bottom(), b.bottom())
-    inter = max(0, x2 - x1) * max(0, y2 - y1)
-    union = a.area() + b.area() - inter
-    return inter / union if union > 0 else 0.0

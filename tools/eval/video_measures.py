@@ -18,6 +18,11 @@ def face_slices(rect) -> tuple[slice, slice]:
     return slice(max(rect.top(), 0), rect.bottom()), slice(max(rect.left(), 0), rect.right())
 
 
+def rect_xyxy(rect) -> np.ndarray:
+    """A dlib rectangle as a (1, 4) xyxy array, for `masquerade.faces.box_iou`."""
+    return np.array([[rect.left(), rect.top(), rect.right(), rect.bottom()]], np.float64)
+
+
 def frame_change(frames: list[np.ndarray], i: int, box: tuple[slice, slice]) -> float | None:
     """Mean absolute change inside `box` from frame i to i + 1 (a flicker sample)."""
     if i + 1 >= len(frames):
