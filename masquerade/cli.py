@@ -1,4 +1,4 @@
-"""`masquerade` command line: run, restore, probe, bench, serve, export.
+"""`masquerade` command line: run, restore, tracks, keys, probe, bench, serve, export.
 
 User errors (bad input, config or output) end as one line on stderr and a non-zero exit;
 only a bug shows a traceback, and `--debug` shows it for anything.
@@ -16,7 +16,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-from masquerade import __version__, interrupts
+from masquerade import __version__, cli_seals, interrupts
 from masquerade.cli_options import RUN_GIVE_UP_AFTER, add_give_up_arg, add_key_args, key_from_args
 from masquerade.config import Config, describe_keys, load_config
 from masquerade.errors import ConfigError, MasqueradeError, OutputError
@@ -81,12 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="fail (exit 3, nothing written) when the input ends before the frame "
                           "count its header announces, instead of warning")
+    run.add_argument("--seal", action="store_true",
+                     help="also seal every covered region's original pixels into OUTPUT.seals "
+                          "(encrypted per track under the master key) for `restore --exact`; "
+                          "same as --set anonymizer.seal_originals=true; needs a key")
     _add_config_args(run)
     add_give_up_arg(run, f"{RUN_GIVE_UP_AFTER:g} for a live URL")
 
     restore = sub.add_parser(
-        "restore", help="bring back the original identities of a deid video, with the key",
-        description="Re-render every face that `run --mode deid` replaced, inverting the "
+        "restore", help="bring back faces: exact originals (--exact) or deid identities",
+        description="With --exact: put the sealed original pixels back into every covered "
+                    "region of the chosen tracks (needs INPUT.seals, written by `run --seal`, "
+                    "and the master key or the tracks' exported keys); a wrong key or a "
+                    "tampered seal store is refused and nothing is written. Without: "
+                    "re-render every face that `run --mode deid` replaced, inverting the "
                     "keyed identity rotation (needs INPUT.tracks.json beside the video and the "
                     "same key). A key other than the one the video was written with is "
                     "refused (exit 2) unless --allow-wrong-key is given.",
@@ -97,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--allow-wrong-key", action="store_true",
                          help="render with a key whose fingerprint differs from the one the "
                               "track log records (the result is just another fake face)")
+    cli_seals.add_restore_args(restore)
     _add_config_args(restore)
+    cli_seals.add_commands(sub)
 
     probe = sub.add_parser("probe", help="show what an input holds (streams, fps, rotation)")
     probe.add_argument("input", help="video file or URL")
@@ -155,14 +165,17 @@ def _load(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.mode:
         overrides.append(f"anonymizer.mode={args.mode}")
+    if getattr(args, "seal", False):
+        overrides.append("anonymizer.seal_originals=true")
     if args.no_progress or not sys.stderr.isatty():
         overrides.append("pipeline.progress=false")
     return load_config(args.config, overrides)
 
 
 def _key(args: argparse.Namespace, config: Config):
-    """The master key when the mode needs one (never logged, never written anywhere)."""
-    if config.anonymizer.mode not in KEYED_MODES:
+    """The master key when the mode or sealing needs one (never logged, never written
+    anywhere)."""
+    if config.anonymizer.mode not in KEYED_MODES and not config.anonymizer.seal_originals:
         return None
     return key_from_args(args, confirm=True)
 
@@ -231,8 +244,10 @@ def _summary_file(path: str | None, input_url: str, output: Path, overwrite: boo
         return None
     from masquerade.outputs import PendingFile
     from masquerade.pipeline.track_log import track_log_path
+    from masquerade.seals.format import seals_path
 
-    taken = {"the output": output, "the output's track log": track_log_path(output)}
+    taken = {"the output": output, "the output's track log": track_log_path(output),
+             "the output's seals": seals_path(output)}
     if "://" not in input_url:
         taken["the input"] = Path(input_url)
     for what, other in taken.items():
@@ -266,9 +281,20 @@ def _run_live(input_url: str, output: str, config: Config, overwrite: bool, key,
     from masquerade.streams.pyav import PyAVFileSink, PyAVSource, is_live_url
 
     stop = _stop_on_signals()
+    if config.anonymizer.seal_originals and is_live_url(output):
+        raise ConfigError("--seal keeps the originals beside a recorded file; a stream "
+                          f"output ({redact(output)}) has nowhere to keep them")
     pipeline = FramePipeline.from_config(config, key=key, stream_id=stream_id)
     sink = (PyAVStreamSink(output, config.encoder) if is_live_url(output)
             else PyAVFileSink(output, config.encoder, average_rate=None, overwrite=overwrite))
+    if config.anonymizer.seal_originals:
+        from masquerade.seals.writer import seal_store_factory
+
+        try:
+            sink.sidecar = seal_store_factory(key, stream_id, overwrite)(Path(output))
+        except BaseException:
+            sink.abort()
+            raise
     if is_live_url(input_url):
         source = ReconnectingSource(
             lambda: PyAVSource(input_url, timeout=(10.0, 5.0)), input_url, stop=stop,
@@ -328,10 +354,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from masquerade.pipeline.restore import restore_file
 
+    cli_seals.check_restore_args(args)
     config = _load(args)
-    key = key_from_args(args)
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise OutputError("output would overwrite the input")
+    if args.exact:
+        from masquerade.pipeline.exact_restore import restore_exact
+
+        keys = cli_seals.seal_keys_from_args(args)
+        result = restore_exact(args.input, args.output, config, keys, tracks=args.tracks,
+                               overwrite=args.overwrite, lossless=args.lossless)
+        log.info("%s", result.stats.summary())
+        print(f"wrote {result.output}")
+        return 0
+    if args.lossless:
+        from masquerade.pipeline.exact_restore import lossless_encoder
+
+        config = lossless_encoder(config)
+    key = key_from_args(args)
     result = restore_file(args.input, args.output, config, key, overwrite=args.overwrite,
                           allow_wrong_key=args.allow_wrong_key)
     log.info("%s", result.stats.summary())
@@ -385,7 +425,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "restore": _cmd_restore, "probe": _cmd_probe,
+COMMANDS = {"run": _cmd_run, "restore": _cmd_restore, "tracks": cli_seals.cmd_tracks,
+            "keys": cli_seals.cmd_keys, "probe": _cmd_probe,
             "bench": _cmd_bench, "serve": _cmd_serve, "export": _cmd_export}
 
 

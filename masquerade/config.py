@@ -87,9 +87,16 @@ class DetectorConfig:
     )
     tile_overlap: float = _f(0.25, "overlap between neighbouring tiles, as a fraction", 0.0, 0.75)
     nms_iou: float = _f(0.4, "IoU above which detections from different tiles merge", 0.05, 1.0)
+    full_scan_every: int = _f(
+        1, "search the whole frame every N detection frames; in between, only tiles where "
+        "the picture changed since the last full scan or a track is (static cameras: "
+        "several times faster); keep it <= tracker.backfill_frames so the backfill covers "
+        "what a skipped tile found late", 1, 1000,
+    )
     every_n_frames: int = _f(
-        1, "run the detector every N frames and track in between; faster, but a face that "
-        "appears between detections stays bare for up to N-1 frames", 1, 100
+        1, "run the detector every N frames and track in between; faster; a face that "
+        "appears between detections is covered by the backfill (tracker.backfill_frames), "
+        "without it bare for up to N-1 frames", 1, 100
     )
 
 
@@ -105,6 +112,17 @@ class TrackerConfig:
     )
     coast_growth: float = _f(
         0.04, "relative box growth per coasting frame, to absorb prediction error", 0.0, 1.0
+    )
+    start_score: float = _f(
+        0.0, "detections below this score extend existing tracks but start none: raise it "
+        "(with detector.min_score) to trade recall for fewer covered non-faces; 0 = every "
+        "detection starts a track (fail closed)", 0.0, 1.0,
+    )
+    backfill_frames: int = _f(
+        30, "frames held back before output (latency = this / fps), so that a face found "
+        "late is covered in the frames before it too: one entering from a frame edge is "
+        "covered from its first visible pixels, one appearing between detections from its "
+        "first frame; 0 = no latency, and such faces stay raw until detected", 0, 600,
     )
 
 
@@ -192,6 +210,10 @@ class AnonymizerConfig:
     )
     fallback_mode: Literal["blur", "pixelate", "solid"] = _f(
         "pixelate", "deid: classic mode for faces too small for the generator"
+    )
+    seal_originals: bool = _f(
+        False, "also keep every covered region's original pixels, encrypted per track under "
+        "the master key, in OUTPUT.seals, for `restore --exact` (needs a key in every mode)"
     )
 
 

@@ -116,9 +116,12 @@ class PendingFile:
 
     def write_text(self, text: str) -> None:
         """Fill the temporary file; a full disk is an `OutputError` and drops it."""
+        self.write_bytes(text.encode("utf-8"))
+
+    def write_bytes(self, data: bytes) -> None:
         try:
-            with open(self.tmp, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(self.tmp, "wb") as f:
+                f.write(data)
         except OSError as exc:
             self.abort()
             raise write_failed(self.target, exc) from None

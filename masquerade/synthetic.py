@@ -61,12 +61,21 @@ class Scenario:
     audio: bool = True
     seed: int = 0
     crowd: int = 0  # > 0: this many faces on a grid, drifting slowly (benchmarks)
+    # "demo": three faces (occluded, small, entering from the right); "edges": a face
+    # entering through each edge and one leaving through each, at sizes from `face_px`
+    layout: str = "demo"
+    face_px: float = 56.0  # edges: the smallest face, in pixels
+    pan: float = 3.0  # background shift in px a frame; 0: a static camera
 
     @property
     def faces(self) -> tuple[FaceTrack, ...]:
         w, h = self.width, self.height
         if self.crowd:
             return self._crowd()
+        if self.layout == "edges":
+            return self._edges()
+        if self.layout != "demo":
+            raise ValueError(f"unknown layout {self.layout!r}; known: demo, edges")
         s = min(w, h) / 360  # scale the layout with the frame
         n = self.frames
         return (
@@ -75,6 +84,26 @@ class Scenario:
             FaceTrack(2, 28 * s, 0, True, 1.0, ((0.82 * w, 0.18 * h), (0.0, 0.25 * h / n))),
             FaceTrack(3, 70 * s, n // 3, False, 0.85, ((w + 35 * s, 0.75 * h), (-4.0 * s, 0.0))),
         )
+
+    def _edges(self) -> tuple[FaceTrack, ...]:
+        """Eight faces: one entering through each edge (staggered), one leaving through
+        each edge; sizes from `face_px` to twice that, speeds 2-5 px a frame."""
+        w, h, n, s = self.width, self.height, self.frames, self.face_px
+        enter = [  # (size, start, centre at start, velocity): the face starts fully outside
+            (s, 0, (-0.6 * s, 0.25 * h), (3.0, 0.0)),
+            (1.5 * s, n // 4, (w + 0.6 * 1.5 * s, 0.72 * h), (-4.0, 0.0)),
+            (1.25 * s, n // 3, (0.62 * w, -0.6 * 1.25 * s), (0.0, 2.0)),
+            (2 * s, n // 2, (0.2 * w, h + 0.6 * 2 * s), (0.0, -3.0)),
+        ]
+        leave = [  # start inside, a face size from the edge, and head out through it
+            (1.25 * s, 0, (1.25 * s, 0.6 * h), (-2.0, 0.0)),
+            (s, 0, (w - s, 0.12 * h), (2.5, 0.0)),
+            (1.5 * s, 4 * n // 9, (0.85 * w, 1.5 * s), (0.0, -2.0)),
+            (s, 0, (0.45 * w, h - s), (0.0, 2.5)),
+        ]
+        return tuple(
+            FaceTrack(i + 1, size, start, bool(i % 2), 0.9 + 0.1 * (i % 3) / 2, (c, v))
+            for i, (size, start, c, v) in enumerate(enter + leave))
 
     def _crowd(self) -> tuple[FaceTrack, ...]:
         w, h = self.width, self.height
@@ -107,7 +136,7 @@ class Scenario:
         return out
 
     def render(self, index: int) -> np.ndarray:
-        frame = _background(self.width, self.height, index, self.seed)
+        frame = _background(self.width, self.height, index * self.pan / 3.0, self.seed)
         for face in self.faces:
             if index < face.start:
                 continue
@@ -122,7 +151,28 @@ class Scenario:
         return frame
 
 
-def _background(width: int, height: int, index: int, seed: int) -> np.ndarray:
+def face_pixels(height: int, width: int, box: tuple[float, float, float, float]
+                ) -> np.ndarray:
+    """(H, W) bool: the ellipse inscribed in a ground-truth face box, inside the frame."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    x1, y1, x2, y2 = box
+    cx, cy, a, b = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    return ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
+
+
+def painted_share(image: np.ndarray, box: tuple[float, float, float, float],
+                  colour: tuple[int, int, int], tolerance: int = 60) -> float:
+    """Share of a face's visible pixels painted `colour` (solid mode): 1.0 is covered.
+
+    `tolerance` (max channel difference) absorbs codec noise; 60 for H.264 at crf 18."""
+    mask = face_pixels(*image.shape[:2], box)
+    if not mask.any():
+        return 1.0
+    diff = np.abs(image[mask].astype(np.int32) - np.asarray(colour)).max(axis=1)
+    return float((diff < tolerance).mean())
+
+
+def _background(width: int, height: int, index: float, seed: int) -> np.ndarray:
     """A smooth, moving, colourful pattern: texture for the codec, nothing face-like."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     shift = index * 3.0

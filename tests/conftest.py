@@ -86,14 +86,6 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
-def ellipse_mask(height: int, width: int, box: tuple[float, float, float, float]) -> np.ndarray:
-    """Pixels inside the ellipse inscribed in `box`: the face's own pixels."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    x1, y1, x2, y2 = box
-    cx, cy, a, b = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
-    return ((xs - cx) / a) ** 2 + ((ys - cy) / b) ** 2 <= 1.0
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

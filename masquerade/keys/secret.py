@@ -103,6 +103,10 @@ class SecretKey:
         """
         path = Path(path)
         raw = _read_private(path, "key file")
+        if raw.lstrip().startswith(b"{") and b"masquerade-track-key" in raw[:200]:
+            # `seal_keys.TrackKey`'s export: one person's key, which cannot act as a master
+            raise KeyMaterialError(f"key file {path} is a track key (from `masquerade keys "
+                                   "export-track`), not a master key: give it with --track-key")
         # 32 random bytes are printable text with odds ~1e-13: such a file is a short or
         # damaged hex key, not a raw one.
         if len(raw) == KEY_BYTES and not all(32 <= c < 127 or c in b"\t\r\n" for c in raw):

@@ -19,6 +19,7 @@ from masquerade.anonymizers import Anonymizer, FaceRegion, pixelate
 from masquerade.config import AnonymizerConfig
 from masquerade.faces import Faces
 from masquerade.pipeline.occluders import MAX_FACE_SHARE
+from masquerade.pipeline.sealing import Sealer
 from masquerade.pipeline.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,25 @@ def region_mask(height: int, width: int, inner: np.ndarray, shape: str, feather_
     return np.clip(1.0 - outside / feather_px, 0.0, 1.0).astype(np.float32)
 
 
+def blend_extent(inner: np.ndarray, feather: np.ndarray, shape: str) -> np.ndarray:
+    """(N, 4) int boxes (x1, y1, x2, y2, end exclusive) holding every pixel whose
+    `region_mask` alpha is above 0, with a pixel to spare: the only pixels compositing
+    can change (the context around them is read, never written). What sealing keeps."""
+    x1, y1, x2, y2 = (inner[:, k].astype(np.float64) for k in range(4))
+    f = np.maximum(np.asarray(feather, np.float64), 0.0)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    if shape == "ellipse":
+        a, b = np.maximum((x2 - x1) / 2, 0.5), np.maximum((y2 - y1) / 2, 0.5)
+        grow = 1.0 + f / np.minimum(a, b)  # alpha > 0 where r < 1 + feather / min(a, b)
+        half_w, half_h = a * grow, b * grow
+    else:
+        half_w, half_h = (x2 - x1) / 2 + f, (y2 - y1) / 2 + f
+    # pixel x is in when its centre x + 0.5 lies within cx +- half_w
+    return np.stack([np.floor(cx - half_w - 0.5) - 1, np.floor(cy - half_h - 0.5) - 1,
+                     np.ceil(cx + half_w - 0.5) + 2, np.ceil(cy + half_h - 0.5) + 2],
+                    axis=1).astype(np.int64)
+
+
 class Occluders(Protocol):
     def mask(self, image: np.ndarray) -> np.ndarray | None:
         """(H, W) float32 in [0, 1] where something lies in front of the faces, or None."""
@@ -60,13 +80,21 @@ class Occluders(Protocol):
 
 class Compositor:
     """`occluders` (deid, camouflage): the original pixels are put back where they say an
-    occluder lies, so a hand stays in front of the fake (`pipeline.occluders`)."""
+    occluder lies, so a hand stays in front of the fake (`pipeline.occluders`).
+
+    `sealer` receives, for every region, the rectangle holding every pixel this
+    compositor may change there (the padded face and its feather, `blend_extent`; the
+    context around it is only read), as the frame held it before any region was covered:
+    putting these crops back undoes the compositor bit for bit.
+    """
 
     def __init__(self, anonymizer: Anonymizer, config: AnonymizerConfig,
-                 stats: RunStats | None = None, occluders: Occluders | None = None):
+                 stats: RunStats | None = None, occluders: Occluders | None = None,
+                 sealer: Sealer | None = None):
         self.anonymizer = anonymizer
         self.config = config
         self.occluders = occluders
+        self.sealer = sealer
         self.occluded_faces = 0  # faces with an occluder kept in front
         self.padding = (max(config.padding, CAMOUFLAGE_PADDING) if config.mode == "camouflage"
                         else config.padding)
@@ -91,11 +119,20 @@ class Compositor:
         crop[:, [1, 3]] = np.clip(crop[:, [1, 3]], 0, h)
         keep = (crop[:, 2] > crop[:, 0]) & (crop[:, 3] > crop[:, 1])
         order = [i for i in np.argsort(size) if keep[i]]
+        if self.sealer is not None:
+            extent = blend_extent(inner, feather, self.config.mask)
+            extent[:, :2] = np.maximum(extent[:, :2], crop[:, :2])  # writes stay in the crop
+            extent[:, 2:] = np.minimum(extent[:, 2:], crop[:, 2:])
         regions = []
         for i in order:
             x1, y1, x2, y2 = crop[i]
             off = np.array([x1, y1, x1, y1], np.float32)
             kps = None if faces.keypoints is None else faces.keypoints[i] - off[:2]
+            if self.sealer is not None:  # like the regions, before any blending
+                sx1, sy1, sx2, sy2 = (int(v) for v in extent[i])
+                if sx2 > sx1 and sy2 > sy1:  # else no pixel of it is in the frame
+                    self.sealer.seal(int(faces.track_ids[i]), (sx1, sy1, sx2, sy2),
+                                     image[sy1:sy2, sx1:sx2])
             regions.append(FaceRegion(
                 pixels=image[y1:y2, x1:x2].copy(),
                 box=faces.xyxy[i] - off,

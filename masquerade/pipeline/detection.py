@@ -70,6 +70,7 @@ class TiledDetector:
         self.tiling = tiling
         self.min_relative_face = base.min_relative_face
         self._tiles: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        self.skipped_tiles = 0  # in the last detect(), for the run's counters
 
     def tiles_for(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
         key = (width, height)
@@ -81,10 +82,19 @@ class TiledDetector:
             )
         return self._tiles[key]
 
-    def detect(self, image: np.ndarray) -> Faces:
+    def detect(self, image: np.ndarray, interest: np.ndarray | None = None) -> Faces:
+        """`interest`, a coarse bool grid over the image (`FocusGate`), skips the tiles
+        where nothing moved and no track is; the whole-frame pass always runs."""
         h, w = image.shape[:2]
         parts = []
+        self.skipped_tiles = 0
         for x1, y1, x2, y2 in self.tiles_for(w, h):
+            if interest is not None and (x2 - x1, y2 - y1) != (w, h):
+                gh, gw = interest.shape
+                cells = interest[y1 * gh // h:-(-y2 * gh // h), x1 * gw // w:-(-x2 * gw // w)]
+                if not cells.any():
+                    self.skipped_tiles += 1
+                    continue
             found = self.base.detect(image[y1:y2, x1:x2])
             if not len(found):
                 continue
@@ -139,16 +149,92 @@ class DlibHOG:
         return Faces(xyxy=boxes, scores=np.clip(np.asarray(scores) / 2 + 0.5, 0, 1))
 
 
-def detect_upright(detector: Detector, image: np.ndarray, rotation: int) -> Faces:
+MOTION_CELL = 16  # pixels per cell of the change grid
+MOTION_THRESHOLD = 6.0  # mean grey-level change of a cell that counts (noise is ~1-2)
+TRACK_MARGIN = 0.5  # a track's box grown by this on every side is searched
+
+
+class FocusGate:
+    """Where the tiles must look this frame: what changed since the last full scan, and
+    where the tracks are; every `full_scan_every`-th call says "everywhere" (None).
+
+    Static cameras are the common case, and most of a static frame holds no face that a
+    full scan has not already seen: a face cannot appear where nothing changes, a face
+    that stands still is tracked, and the tiles under its track keep being searched. The
+    reference for "changed" is the last full scan's frame, not the previous frame, so a
+    face creeping 1 px a frame still shows up. Whatever a gated frame could still miss
+    (a face whose track was lost where nothing moves) the next full scan finds, and the
+    backfill covers the frames in between when full_scan_every <= tracker.backfill_frames.
+    """
+
+    def __init__(self, full_scan_every: int, cell: int = MOTION_CELL,
+                 threshold: float = MOTION_THRESHOLD):
+        self.full_scan_every = max(1, int(full_scan_every))
+        self.cell = cell
+        self.threshold = threshold
+        self._reference: np.ndarray | None = None
+        self._since_full = 0
+        self.full_scans = 0
+        self.gated_scans = 0
+
+    def _grid(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = image.shape[:2]
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        size = (max(1, -(-w // self.cell)), max(1, -(-h // self.cell)))
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    def interest(self, image: np.ndarray, track_boxes: np.ndarray) -> np.ndarray | None:
+        grid = self._grid(image)
+        if (self._reference is None or self._reference.shape != grid.shape
+                or self._since_full + 1 >= self.full_scan_every):
+            self._reference = grid
+            self._since_full = 0
+            self.full_scans += 1
+            return None
+        self._since_full += 1
+        self.gated_scans += 1
+        mask = np.abs(grid - self._reference) > self.threshold
+        gh, gw = grid.shape
+        h, w = image.shape[:2]
+        for x1, y1, x2, y2 in np.asarray(track_boxes, np.float64).reshape(-1, 4):
+            bw, bh = (x2 - x1) * TRACK_MARGIN, (y2 - y1) * TRACK_MARGIN
+            c1 = int(np.clip((x1 - bw) * gw / w, 0, gw))
+            c2 = int(np.clip(np.ceil((x2 + bw) * gw / w), 0, gw))
+            r1 = int(np.clip((y1 - bh) * gh / h, 0, gh))
+            r2 = int(np.clip(np.ceil((y2 + bh) * gh / h), 0, gh))
+            mask[r1:r2, c1:c2] = True
+        return mask
+
+
+def detect_upright(detector: Detector, image: np.ndarray, rotation: int,
+                   interest: np.ndarray | None = None) -> Faces:
     """Detect in the orientation a viewer sees, return boxes in the coded frame's pixels.
 
     Phone videos are often stored sideways with a display rotation; BlazeFace does not
-    find faces lying on their side, so it must see the frame as displayed.
+    find faces lying on their side, so it must see the frame as displayed. But the
+    metadata can be wrong (a clip re-encoded upright that kept its rotation flag left 16
+    of 104 face-frames raw), so a rotated frame is also searched as coded, and the two
+    are merged: twice the detection cost, on rotated clips only.
     `rotation` is counter-clockwise degrees (FFmpeg's display matrix convention).
     """
     k = (round(rotation / 90)) % 4
     if k == 0:
+        if interest is not None and isinstance(detector, TiledDetector):
+            return detector.detect(image, interest)
         return detector.detect(image)
+    coded = detector.detect(image)
+    displayed = _detect_rotated(detector, image, k)
+    if not len(displayed) or not len(coded):
+        return displayed if len(displayed) else coded
+    return nms(Faces.merge([displayed, coded]), ROTATION_MERGE_IOU)
+
+
+ROTATION_MERGE_IOU = 0.3  # one face found in both orientations: boxes differ in shape
+
+
+def _detect_rotated(detector: Detector, image: np.ndarray, k: int) -> Faces:
     h, w = image.shape[:2]
     faces = detector.detect(np.ascontiguousarray(np.rot90(image, k)))
     if not len(faces):

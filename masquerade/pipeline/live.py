@@ -120,9 +120,10 @@ class LiveRunner:
                 if item is _END:
                     break
                 assert isinstance(item, Frame)
-                out = stream.pipeline.process(item)
-                if out is not None:
+                for out, _ in stream.pipeline.push(item):
                     writer.put(out)
+            for out, _ in stream.pipeline.drain():
+                writer.put(out)
         finally:
             self._finished.set()
             writer.close()

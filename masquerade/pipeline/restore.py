@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from masquerade.config import AnonymizerConfig, Config, build_dataclass
+from masquerade.faces import Faces
 from masquerade.keys import SecretKey
 from masquerade.pipeline.compositing import Compositor
 from masquerade.pipeline.occluders import build_occluders
@@ -61,6 +62,14 @@ class TrackLogPipeline(FramePipeline):
         self.last_faces = faces
         self.stats.faces += len(faces)
         return frame
+
+    def push(self, frame: Frame) -> list[tuple[Frame, Faces]]:
+        """Frame by frame: the log already holds every face, backfilled ones included."""
+        out = self.process(frame)
+        return [(out, self.last_faces)]
+
+    def drain(self) -> list[tuple[Frame, Faces]]:
+        return []
 
 
 def restore_file(input_url: str, output: str | os.PathLike[str], config: Config,

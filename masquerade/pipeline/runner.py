@@ -17,20 +17,31 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from masquerade.anonymizers import build_anonymizer
 from masquerade.config import Config
-from masquerade.errors import InputError, MasqueradeError
+from masquerade.errors import ConfigError, InputError, MasqueradeError
 from masquerade.faces import Faces
 from masquerade.keys import SecretKey
 from masquerade.outputs import PendingFile
+from masquerade.pipeline.backfill import Backfill
 from masquerade.pipeline.background import BackgroundWriter, prefetch
 from masquerade.pipeline.compositing import Compositor, cover_frame
-from masquerade.pipeline.detection import Detector, build_detector, detect_upright
+from masquerade.pipeline.detection import (
+    Detector,
+    FocusGate,
+    build_detector,
+    detect_upright,
+)
+from masquerade.pipeline.edges import complete_cut_faces
 from masquerade.pipeline.occluders import build_occluders
+from masquerade.pipeline.sealing import CropCollector
 from masquerade.pipeline.stats import RunStats
 from masquerade.pipeline.tracking import Tracker
+from masquerade.seals.format import seals_path
+from masquerade.seals.writer import SealStoreWriter
 from masquerade.streams import AudioPacket, Frame, PyAVFileSink, PyAVSource
 
 log = logging.getLogger(__name__)
@@ -52,8 +63,16 @@ class FramePipeline:
         self.config = config
         self._stats = stats or RunStats()
         self.compositor.stats = self._stats
+        # Set when the compositor seals originals: each frame leaves with its crops.
+        sealer = getattr(compositor, "sealer", None)
+        self.sealer = sealer if isinstance(sealer, CropCollector) else None
         self.last_faces = Faces.empty()
         self._since_detection = 1 << 30  # detect on the first frame
+        self._failed_frame: Frame | None = None
+        every = config.detector.full_scan_every
+        self.focus = FocusGate(every) if every > 1 and detector is not None else None
+        self.backfill = Backfill(config.tracker.backfill_frames,
+                                 config.detector.every_n_frames)
 
     @property
     def stats(self) -> RunStats:
@@ -70,17 +89,55 @@ class FramePipeline:
         """`key` and `stream_id` feed keyed modes: each track's password derives from both."""
         anonymizer = build_anonymizer(config.anonymizer, key, stream_id, config.engine,
                                       config.recognizer)
+        sealer = CropCollector() if config.anonymizer.seal_originals else None
         return cls(
             detector=build_detector(config.detector),
             tracker=Tracker(config.tracker, config.detector.min_score),
             compositor=Compositor(anonymizer, config.anonymizer,
-                                  occluders=build_occluders(config.anonymizer)),
+                                  occluders=build_occluders(config.anonymizer), sealer=sealer),
             config=config,
             stats=stats,
         )
 
     def process(self, frame: Frame) -> Frame | None:
-        """Anonymize `frame` in place; None means the policy dropped it."""
+        """Anonymize `frame` in place now, without backfill; None: the policy dropped it."""
+        located = self._locate(frame)
+        if located is None:
+            return self._failed_frame
+        covered = self._cover(frame, located[0])
+        return None if covered is None else covered[0]
+
+    def push(self, frame: Frame) -> list[tuple[Frame, Faces]]:
+        """Find the faces in `frame`, hold it back `tracker.backfill_frames` frames, and
+        return the frames now due, anonymized, each with the faces it was covered with.
+
+        A track born now also covers the held frames before it (`pipeline.backfill`):
+        a face entering from an edge, or appearing between detections, was raw there."""
+        located = self._locate(frame)
+        if located is None:
+            if self._failed_frame is None:  # dropped: the held frames stay in order
+                return []
+            located = (Faces.empty(), np.zeros(0, bool))  # covered whole already
+        faces, born = located
+        due = self.backfill.push(frame, faces, born, (frame.width, frame.height))
+        return self._cover_all(due)
+
+    def drain(self) -> list[tuple[Frame, Faces]]:
+        """The frames still held back, anonymized (end of input)."""
+        return self._cover_all(self.backfill.drain())
+
+    def _cover_all(self, due: list[tuple[Frame, Faces]]) -> list[tuple[Frame, Faces]]:
+        out = []
+        for frame, faces in due:
+            covered = self._cover(frame, faces)
+            if covered is not None:
+                out.append(covered)
+        self.stats.backfilled_faces = self.backfill.backfilled_faces
+        return out
+
+    def _locate(self, frame: Frame) -> tuple[Faces, np.ndarray] | None:
+        """(faces to cover, which of them are tracks born in this frame), or None after a
+        failure, when `_failed_frame` holds the covered frame (or None if dropped)."""
         stats = self.stats
         stage = "detect"
         try:
@@ -89,26 +146,50 @@ class FramePipeline:
             if self._since_detection + 1 >= self.config.detector.every_n_frames:
                 self._since_detection = 0
                 with stats.timed("detect"):
-                    detections = detect_upright(self.detector, frame.image, frame.rotation)
+                    interest = None
+                    if self.focus is not None:
+                        tracks = [t.predicted_box for t in self.tracker.tracks]
+                        interest = self.focus.interest(frame.image, np.array(tracks))
+                    detections = complete_cut_faces(
+                        detect_upright(self.detector, frame.image, frame.rotation, interest),
+                        frame.width, frame.height)
                 stage = "track"
                 with stats.timed("track"):
-                    faces = self.tracker.update(detections)
+                    faces = self.tracker.update(detections, (frame.width, frame.height))
             else:
                 self._since_detection += 1
                 stage = "track"
                 with stats.timed("track"):
                     faces = self.tracker.predict()
-            stage = "anonymize"
+            born = np.isin(faces.track_ids, self.tracker.born)
+        except Exception as exc:
+            self._failed_frame = self._fail_closed(frame, stage, exc)
+            return None
+        return faces, born
+
+    def _cover(self, frame: Frame, faces: Faces) -> tuple[Frame, Faces] | None:
+        stats = self.stats
+        try:
             self.compositor.apply(frame.image, faces)  # times anonymize and composite
         except Exception as exc:
-            return self._fail_closed(frame, stage, exc)
+            failed = self._fail_closed(frame, "anonymize", exc)
+            return None if failed is None else (failed, faces)
+        finally:
+            if self.sealer is not None:
+                # Crops sealed before a failure are still originals of covered pixels (a
+                # covered frame keeps them); a dropped frame takes them nowhere.
+                frame.originals = self.sealer.take()
         self.last_faces = faces
         stats.fallback_faces = getattr(self.compositor.anonymizer, "fallback_faces", 0)
         stats.identity_refreshes = getattr(self.compositor.anonymizer, "refreshed_tracks", 0)
         stats.faces += len(faces)
         stats.coasted_faces += int(faces.coasting.sum())
         stats.tracks = self.tracker.total_tracks
-        return frame
+        return frame, faces
+
+    def finish(self) -> None:
+        """Called after the last frame, before the outputs land; raising aborts the run
+        (a restore that could not place everything it promised must publish nothing)."""
 
     def _fail_closed(self, frame: Frame, stage: str, exc: Exception) -> Frame | None:
         self.stats.stage_errors[stage] += 1
@@ -143,17 +224,24 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
     count its header announces (a cut file) into an `InputError` instead of a warning.
     `stop`, once set (by a signal whose KeyboardInterrupt a library swallowed), aborts
     the run at the next frame as that KeyboardInterrupt would have.
+    `anonymizer.seal_originals` writes OUTPUT.seals (`masquerade.seals`) under `key`;
+    it lands with the video too.
     """
     stats = RunStats()
     start = time.perf_counter()
     if record_tracks is None:
         record_tracks = config.anonymizer.mode == "deid"
+    seal = config.anonymizer.seal_originals
+    if seal and key is None:
+        raise ConfigError(SEAL_NEEDS_KEY)
     with PyAVSource(input_url) as source:
         info = source.info
         stats.frames_expected = info.frames
         # The outputs are checked before any model loads: a bad path fails in milliseconds.
         sink = PyAVFileSink(output, config.encoder, average_rate=info.average_rate,
                             audio_templates=source.audio_streams, overwrite=overwrite)
+        if seal:
+            sink.sidecar = _seal_store(sink, key, stream_id, overwrite)
         track_file: PendingFile | None = None
         writer: BackgroundWriter[Frame | AudioPacket] | None = None
         items = None
@@ -196,14 +284,21 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                     writer.put(item)
                     continue
                 stats.frames_in += 1
-                out = pipeline.process(item)
-                if out is not None:
+                due = pipeline.push(item)
+                for out, faces in due:
                     if track_log is not None:
-                        track_log.record(out.pts, pipeline.last_faces,
+                        track_log.record(out.pts, faces,
                                          config.anonymizer.min_generator_face_px,
                                          config.anonymizer.min_generator_score)
                     writer.put(out)
                     stats.frames_out += 1
+                bar.update(len(due))
+            for out, faces in pipeline.drain():
+                if track_log is not None:
+                    track_log.record(out.pts, faces, config.anonymizer.min_generator_face_px,
+                                     config.anonymizer.min_generator_score)
+                writer.put(out)
+                stats.frames_out += 1
                 bar.update(1)
             writer.close()
             stats.corrupt_packets = source.corrupt_packets
@@ -215,8 +310,14 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 raise MasqueradeError(
                     f"all {stats.frames_in} frames were dropped after stage errors "
                     "(pipeline.on_error=drop_frame); no output written")
+            pipeline.finish()
             with stats.timed("encode"):
                 sink.finish()
+            if isinstance(sink.sidecar, SealStoreWriter):
+                cost = sink.sidecar.cost
+                stats.sealed = {"crops": cost.crops, "bytes": cost.sealed_bytes,
+                                "ms_per_frame": round(1000 * cost.seconds
+                                                      / max(1, stats.frames_out), 3)}
             if track_file is not None and track_log is not None:
                 track_file.write_text(track_log.to_json())
             _check_stop(stop)
@@ -236,6 +337,21 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                 bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return RunResult(path, stats)
+
+
+SEAL_NEEDS_KEY = ("anonymizer.seal_originals needs a master key: --key-file, --password-file, "
+                  "MASQUERADE_KEY or MASQUERADE_PASSWORD")
+
+
+def _seal_store(sink: PyAVFileSink, key: SecretKey | None, stream_id: str, overwrite: bool
+                ) -> SealStoreWriter:
+    """The seal store beside `sink`'s video; a path it cannot take drops the video's too."""
+    assert key is not None
+    try:
+        return SealStoreWriter(seals_path(sink.path), key, stream_id, overwrite)
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def _check_stop(stop: threading.Event | None) -> None:

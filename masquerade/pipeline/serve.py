@@ -135,10 +135,12 @@ class Supervisor:
         self.metrics = None
         configs = [stream_config(spec, i) for i in range(len(spec.streams))]
         key = None
-        if any(c.anonymizer.mode in ("deid", "camouflage") for c in configs):
+        if any(c.anonymizer.mode in ("deid", "camouflage") or c.anonymizer.seal_originals
+               for c in configs):
             from masquerade.keys import load_key
 
             key = load_key(spec.key_file, password_file=spec.password_file, prompt=prompt)
+        self.key = key
         # Each stream's name is its key namespace: its tracks' passwords derive from it.
         self._pipelines = {s.name: FramePipeline.from_config(c, key=key, stream_id=s.name)
                            for s, c in zip(spec.streams, configs, strict=True)}
@@ -147,9 +149,19 @@ class Supervisor:
         stream = self.spec.streams[index]
         sinks: list[Sink] = [PyAVStreamSink(url, config.encoder, fps=stream.fps)
                              for url in stream.outputs]
+        sidecar = None
+        if config.anonymizer.seal_originals:
+            from masquerade.seals.writer import seal_store_factory
+
+            # every segment carries its own seals (own seal id, own track keys)
+            sidecar = seal_store_factory(self.key, stream.name)
+            if not stream.record_dir:
+                log.warning("%s: anonymizer.seal_originals keeps originals only beside "
+                            "recordings (record_dir); this stream records nothing", stream.name)
         if stream.record_dir:
             sinks.append(SegmentedFileSink(stream.record_dir, stream.name, config.encoder,
-                                           stream.segment_seconds, fps=stream.fps))
+                                           stream.segment_seconds, fps=stream.fps,
+                                           sidecar=sidecar))
         if stream.serve:
             sinks.append(self.server.sink(stream.name, stream.fps))
         return sinks

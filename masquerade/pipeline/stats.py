@@ -23,6 +23,7 @@ class RunStats:
     frames_covered: int = 0
     faces: int = 0
     coasted_faces: int = 0
+    backfilled_faces: int = 0  # covers added to frames before a late-found face's track
     tracks: int = 0
     corrupt_packets: int = 0
     decode_errors: int = 0
@@ -37,6 +38,8 @@ class RunStats:
     # Things the user should know although the run succeeded (an input cut short).
     warnings: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # Sealed originals (anonymizer.seal_originals): crops, bytes stored, seconds spent.
+    sealed: dict[str, float] | None = None
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -68,6 +71,7 @@ class RunStats:
             "frames_covered": self.frames_covered,
             "faces": self.faces,
             "coasted_faces": self.coasted_faces,
+            "backfilled_faces": self.backfilled_faces,
             "tracks": self.tracks,
             "corrupt_packets": self.corrupt_packets,
             "decode_errors": self.decode_errors,
@@ -76,13 +80,15 @@ class RunStats:
             "fps": round(self.fps, 2),
             "stage_ms_per_frame": {k: round(v, 3) for k, v in self.stage_ms_per_frame().items()},
             "warnings": list(self.warnings),
+            **({"sealed": self.sealed} if self.sealed is not None else {}),
         }
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_frame().items())
         parts = [
             f"{self.frames_out}/{self.frames_in} frames written",
-            f"{self.faces} faces ({self.coasted_faces} covered from track prediction)",
+            f"{self.faces} faces ({self.coasted_faces} covered from track prediction, "
+            f"{self.backfilled_faces} backfilled before a late detection)",
             f"{self.tracks} tracks",
             f"{self.fps:.1f} fps",
             f"ms/frame: {stages}",
@@ -101,5 +107,9 @@ class RunStats:
         if self.corrupt_packets or self.decode_errors:
             parts.append(f"{self.corrupt_packets} corrupt packets, {self.decode_errors} "
                          "undecodable packets skipped")
+        if self.sealed is not None:
+            parts.append(f"sealed {int(self.sealed['crops'])} original crops "
+                         f"({self.sealed['bytes'] / 1e6:.2f} MB, "
+                         f"{self.sealed['ms_per_frame']:.1f} ms/frame)")
         parts.extend(f"WARNING: {w}" for w in self.warnings)
         return "; ".join(parts)

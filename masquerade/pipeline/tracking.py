@@ -15,6 +15,7 @@ from scipy.optimize import linear_sum_assignment
 
 from masquerade.config import TrackerConfig
 from masquerade.faces import Faces, box_iou
+from masquerade.pipeline.edges import outward
 
 # Motion noise as fractions of box height, as in SORT/ByteTrack.
 _STD_POSITION = 1.0 / 20
@@ -34,6 +35,7 @@ def _cxcywh_to_xyxy(s: np.ndarray) -> np.ndarray:
     return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
 
+EXIT_COAST_FACTOR = 4  # a track leaving through an edge coasts up to 4x max_coast_frames
 COAST_SCORE_DECAY = 0.9  # per missed frame: 0.95 -> 0.77 after 2, 0.69 after 3
 
 
@@ -95,6 +97,8 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self.total_tracks = 0
+        self.born: list[int] = []  # ids of the tracks the last update started
+        self.frame_size: tuple[int, int] | None = None  # (width, height), from update()
 
     def _associate(self, tracks: list[Track], boxes: np.ndarray) -> list[tuple[int, int]]:
         if not tracks or not len(boxes):
@@ -104,10 +108,16 @@ class Tracker:
         return [(r, c) for r, c in zip(rows, cols, strict=True)
                 if iou[r, c] >= self.config.iou_threshold]
 
-    def update(self, detections: Faces) -> Faces:
-        """Advance one frame with this frame's detections; returns every face to cover."""
+    def update(self, detections: Faces, size: tuple[int, int] | None = None) -> Faces:
+        """Advance one frame with this frame's detections; returns every face to cover.
+
+        `size` (width, height) of the frame lets tracks leaving it coast until they are out.
+        """
         for track in self.tracks:
             track.predict()
+        self.born = []
+        if size is not None:
+            self.frame_size = size
         high = detections.scores >= self.config.high_score
         matched_tracks: set[int] = set()
         matched_dets: set[int] = set()
@@ -124,20 +134,53 @@ class Tracker:
             pending = [i for i in pending if i not in matched_tracks]
         for i in pending:
             self.tracks[i].misses += 1
-        # Every unmatched detection starts a track, low scores included: fail closed.
+        # Every unmatched detection from tracker.start_score up starts a track (default:
+        # all of them, low scores included: fail closed).
         for di in range(len(detections)):
-            if di in matched_dets:
+            if di in matched_dets or detections.scores[di] < self.config.start_score:
                 continue
             kp = None if detections.keypoints is None else detections.keypoints[di]
             self.tracks.append(Track.start(self._next_id, detections.xyxy[di], kp,
                                            float(detections.scores[di])))
+            self.born.append(self._next_id)
             self._next_id += 1
             self.total_tracks += 1
-        self.tracks = [t for t in self.tracks if t.misses <= self.config.max_coast_frames]
+        self.tracks = [t for t in self.tracks if self._alive(t, self.frame_size)]
         return self._emit()
+
+    def _alive(self, track: Track, size: tuple[int, int] | None) -> bool:
+        """Tracks coast `max_coast_frames`; one lost at a frame edge coasts on (up to
+        EXIT_COAST_FACTOR times as long) while its box is still in the frame: a face
+        leaving the frame stops being detected when about half of it is out, and the rest
+        of it leaves slowly (track it out)."""
+        limit = self.config.max_coast_frames
+        if track.misses <= limit:
+            return True
+        if size is None or track.misses > EXIT_COAST_FACTOR * limit:
+            return False
+        width, height = size
+        if not np.any(outward(track.last_box[None], width, height) != 0):
+            return False
+        # out once the prediction is a box size past the edge (it may run ahead)
+        box = track.predicted_box
+        w, h = box[2] - box[0], box[3] - box[1]
+        return bool(box[2] > -w and box[3] > -h and box[0] < width + w and box[1] < height + h)
+
+    def _exit_box(self, track: Track) -> np.ndarray | None:
+        """The box that covers a face leaving through a frame edge: its last detected box,
+        which spans everything of it still inside while it moves out (the prediction may
+        run ahead of a face that slows down); None when the track is not leaving."""
+        if self.frame_size is None:
+            return None
+        width, height = self.frame_size
+        direction = outward(track.last_box[None], width, height)[0]
+        if not direction.any() or float(direction @ track.mean[4:6]) <= 0:
+            return None
+        return track.last_box
 
     def predict(self) -> Faces:
         """Advance one frame without running the detector (detect every N frames)."""
+        self.born = []
         for track in self.tracks:
             track.predict()
         return self._emit(fresh=False)
@@ -151,8 +194,11 @@ class Tracker:
                 boxes.append(t.last_box)
                 coasting.append(False)
             else:
-                box = t.predicted_box
-                grow = self.config.coast_growth * max(t.misses, 1)
+                exit_box = self._exit_box(t)
+                box = t.predicted_box if exit_box is None else exit_box
+                # capped: a track coasting out of the frame must not balloon
+                grow = self.config.coast_growth * min(max(t.misses, 1),
+                                                      max(self.config.max_coast_frames, 1))
                 wh = box[2:] - box[:2]
                 boxes.append(np.concatenate([box[:2] - wh * grow / 2, box[2:] + wh * grow / 2]))
                 coasting.append(True)

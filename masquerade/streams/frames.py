@@ -12,6 +12,21 @@ from masquerade.redaction import redact
 
 
 @dataclass
+class OriginalCrop:
+    """The original pixels of one region the compositor is about to cover.
+
+    Carried on the frame from the pipeline to the file sink, which seals it with the pts
+    the frame is actually written at (`masquerade.seals`): the sink is the one place
+    that knows that pts, which file (or recording segment) the frame lands in, and
+    whether the frame was written at all. `box` is (x1, y1, x2, y2) in frame pixels.
+    """
+
+    track_id: int
+    box: tuple[int, int, int, int]
+    pixels: np.ndarray
+
+
+@dataclass
 class Frame:
     """One decoded video frame as RGB pixels plus the timing needed to re-encode it.
 
@@ -25,6 +40,7 @@ class Frame:
     time_base: Fraction
     index: int
     rotation: int = 0
+    originals: list[OriginalCrop] = field(default_factory=list)  # when sealing
 
     @property
     def time(self) -> float | None:

@@ -31,6 +31,7 @@ from masquerade.redaction import redact
 from masquerade.streams.frames import Frame
 from masquerade.streams.pyav import (
     AudioPacket,
+    FrameSidecar,
     PyAVFileSink,
     is_capture_device,
     is_network_url,
@@ -331,8 +332,12 @@ class SegmentedFileSink:
     """
 
     def __init__(self, directory: str | Path, name: str, encoder: EncoderConfig,
-                 segment_seconds: float = 300.0, fps: float = 30.0, suffix: str = ".mp4"):
+                 segment_seconds: float = 300.0, fps: float = 30.0, suffix: str = ".mp4",
+                 sidecar: Callable[[Path], FrameSidecar] | None = None):
+        """`sidecar(path)` makes each segment's own sidecar (its seal store): a segment
+        is a whole file, and carries its own seals with it."""
         self.directory = Path(directory)
+        self.sidecar = sidecar
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.encoder = encoder
@@ -354,10 +359,13 @@ class SegmentedFileSink:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
             path = self.directory / f"{self.name}-{stamp}{self.suffix}"
             self.current = PyAVFileSink(path, self.encoder,
-                                        average_rate=Fraction(self.fps).limit_denominator(1001))
+                                        average_rate=Fraction(self.fps).limit_denominator(1001),
+                                        sidecar=None if self.sidecar is None
+                                        else self.sidecar(path))
             self.segment_start_pts = frame.pts
         shifted = Frame(image=frame.image, pts=frame.pts - self.segment_start_pts,
-                        time_base=frame.time_base, index=frame.index, rotation=frame.rotation)
+                        time_base=frame.time_base, index=frame.index, rotation=frame.rotation,
+                        originals=frame.originals)
         self.current.write(shifted)
 
     def _finish(self) -> None:

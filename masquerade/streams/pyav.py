@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -24,7 +24,7 @@ from masquerade.config import EncoderConfig
 from masquerade.errors import InputError, OutputError
 from masquerade.outputs import check_output_path, make_partial, publish, write_failed
 from masquerade.redaction import redact
-from masquerade.streams.frames import Frame, StreamInfo
+from masquerade.streams.frames import Frame, OriginalCrop, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,22 @@ def _ffmpeg_reason(exc: av.FFmpegError) -> str:
     return (exc.strerror or str(exc)).rstrip(".").lower()
 
 
+class FrameSidecar(Protocol):
+    """A file written beside the video frame by frame, landing with it or not at all
+    (the seal store, `masquerade.seals.writer.SealStoreWriter`)."""
+
+    target: Path
+
+    def add(self, frame_index: int, pts: int, time_base: Fraction, size: tuple[int, int],
+            crops: list[OriginalCrop]) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def commit(self) -> Path: ...
+
+    def abort(self) -> None: ...
+
+
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 
 
@@ -226,8 +242,12 @@ class PyAVFileSink:
         average_rate: Fraction | None,
         audio_templates: list[av.stream.Stream] = (),  # type: ignore[assignment]
         overwrite: bool = False,
+        sidecar: FrameSidecar | None = None,
     ):
+        """`sidecar` receives every written frame's `originals` with the pts it was
+        written at, and is finished, renamed and dropped together with the video."""
         self.path = Path(path)
+        self.sidecar = sidecar
         self.encoder = encoder
         self.average_rate = average_rate or Fraction(30)
         self.audio_templates = list(audio_templates)
@@ -298,6 +318,9 @@ class PyAVFileSink:
         vf.time_base = frame.time_base
         with self._writing():
             self.container.mux(self.video.encode(vf))
+        if self.sidecar is not None:
+            self.sidecar.add(self.frames_written, pts, frame.time_base,
+                             (frame.width, frame.height), frame.originals)
         self.frames_written += 1
 
     @contextlib.contextmanager
@@ -339,10 +362,24 @@ class PyAVFileSink:
         with self._writing():
             self.container.mux(self.video.encode(None))
             self.container.close()
+        if self.sidecar is not None:
+            self.sidecar.finish()
 
     def commit(self) -> Path:
-        """Move the finished file onto the target; returns the final path."""
-        publish(self.tmp_path, self.path)
+        """Move the finished file (and its sidecar) onto the target; returns the final path.
+
+        The sidecar lands first and is removed again if the video's rename fails, so a
+        video never appears without it, nor it without the video.
+        """
+        if self.sidecar is None:
+            publish(self.tmp_path, self.path)
+            return self.path
+        self.sidecar.commit()
+        try:
+            publish(self.tmp_path, self.path)
+        except BaseException:
+            self.sidecar.target.unlink(missing_ok=True)
+            raise
         return self.path
 
     def abort(self) -> None:
@@ -351,6 +388,8 @@ class PyAVFileSink:
             with contextlib.suppress(av.FFmpegError, OSError):
                 self.container.close()
         self.tmp_path.unlink(missing_ok=True)
+        if self.sidecar is not None:
+            self.sidecar.abort()
 
 
 def probe(url: str | os.PathLike[str]) -> StreamInfo:

@@ -88,6 +88,29 @@ def test_sideways_coded_frames_are_detected_as_displayed(rotation: int) -> None:
     assert inside.all()
 
 
+@pytest.mark.parametrize("rotation", [90])  # at -90 this face still scores 0.90 sideways
+def test_upright_content_under_a_wrong_rotation_flag_is_still_found(rotation: int) -> None:
+    """A clip whose display rotation says 90 degrees while its pixels are upright (a
+    re-encode that kept the flag): the face lies sideways once displayed, so it is also
+    searched as coded. (BlazeFace scores this sideways face 0.66, under a 0.75 threshold;
+    on a real clip 16 of 104 face-frames were missed.)"""
+    from masquerade.pipeline.detection import detect_upright
+
+    upright = _background(640, 360, 0, 0)
+    _paste(upright, _head_patch(False, 1.0), 320, 180, 100)
+    detector = build_detector(DetectorConfig(min_score=0.75))
+    assert len(_detect_displayed_only(detector, upright, rotation)) == 0  # the old miss
+    faces = detect_upright(detector, upright, rotation)
+    assert len(faces) == 1
+    assert box_iou(np.array([[270, 130, 370, 230]]), faces.xyxy)[0, 0] > 0.5
+
+
+def _detect_displayed_only(detector, coded: np.ndarray, rotation: int):
+    from masquerade.pipeline.detection import _detect_rotated
+
+    return _detect_rotated(detector, coded, (rotation // 90) % 4)
+
+
 def test_min_score_reaches_every_detection() -> None:
     """detector.min_score trades recall for precision: above a face's score it is gone
     (mediapipe's own threshold let a 0.91 face through at min_detection_confidence=1.0)."""

@@ -86,3 +86,36 @@ def test_coasting_score_decays_so_generators_give_way_to_the_fallback() -> None:
     assert scores[0] > 0.75 and scores[1] > 0.75 and scores[2] < 0.75
     assert float(tracker.update(Faces(xyxy=[box(50, 50)], scores=[0.8])).scores[0]) == (
         pytest.approx(0.95))  # seen again: the track's best detection counts again
+
+
+def test_a_face_leaving_through_an_edge_is_tracked_out() -> None:
+    """Lost half out of the frame, the track keeps covering the face's last box, which
+    spans all of it still inside, past max_coast_frames until the prediction is out."""
+    tracker = Tracker(TrackerConfig(max_coast_frames=3))
+    size = (640, 360)
+    for t in range(10):  # moving right 4 px a frame, last seen at x 602..642
+        tracker.update(Faces(xyxy=[box(582 + 4 * t, 200)], scores=[0.9]), size)
+    last = tracker.tracks[0].last_box.copy()
+    emitted = []
+    while len(out := tracker.update(Faces.empty(), size)):
+        emitted.append(out.xyxy[0])
+        assert len(emitted) < 100
+    assert len(emitted) > 3  # longer than an ordinary coast
+    for b in emitted:  # the last box (grown), not a prediction running ahead of the face
+        assert b[0] <= last[0] and b[2] >= last[2]
+    # Lost in the middle of the frame, the ordinary rule holds.
+    tracker = Tracker(TrackerConfig(max_coast_frames=3))
+    tracker.update(Faces(xyxy=[box(300, 200)], scores=[0.9]), size)
+    assert [len(tracker.update(Faces.empty(), size)) for _ in range(5)] == [1, 1, 1, 0, 0]
+
+
+def test_start_score_keeps_weak_detections_from_starting_tracks() -> None:
+    """The precision knob: a weak detection alone starts nothing, but it still extends a
+    track that a strong one started."""
+    weak = Faces(xyxy=[box(100, 100)], scores=[0.55])
+    assert len(Tracker(TrackerConfig()).update(weak)) == 1  # default: fail closed
+    tracker = Tracker(TrackerConfig(start_score=0.7))
+    assert len(tracker.update(weak)) == 0
+    tracker.update(Faces(xyxy=[box(300, 100)], scores=[0.9]))
+    out = tracker.update(Faces(xyxy=[box(302, 100)], scores=[0.55]))
+    assert out.track_ids.tolist() == [1] and not out.coasting.any()
