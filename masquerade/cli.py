@@ -16,7 +16,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-from masquerade import __version__, cli_seals, interrupts
+from masquerade import __version__, cli_batch, cli_seals, interrupts
 from masquerade.cli_options import RUN_GIVE_UP_AFTER, add_give_up_arg, add_key_args, key_from_args
 from masquerade.config import Config, describe_keys, load_config
 from masquerade.errors import ConfigError, MasqueradeError, OutputError
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_seals.add_restore_args(restore)
     _add_config_args(restore)
     cli_seals.add_commands(sub)
+    cli_batch.add_command(sub)
 
     probe = sub.add_parser("probe", help="show what an input holds (streams, fps, rotation)")
     probe.add_argument("input", help="video file or URL")
@@ -427,7 +428,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _cmd_run, "restore": _cmd_restore, "tracks": cli_seals.cmd_tracks,
             "keys": cli_seals.cmd_keys, "probe": _cmd_probe,
-            "bench": _cmd_bench, "serve": _cmd_serve, "export": _cmd_export}
+            "bench": _cmd_bench, "serve": _cmd_serve, "export": _cmd_export,
+            "batch": cli_batch.cmd_batch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,15 @@ import numpy as np
 
 from masquerade.faces import Faces
 
-# How close to an edge (fraction of the box's size) a box must be ...
-EDGE_MARGIN = 0.5  # ... to be leaving through it (tracker), and to be cut (up to 16 px:
-CUT_MARGIN_PX = 16  # a 263 px face 124 px from the edge is whole, a 37 px one 10 px away
-ENTRY_MARGIN = 1.0  # ... to have come in through it: live found a 72 px face only 20 px in
+# How close to an edge a box must be, as a fraction of its size and at most in pixels,
+# to be cut by it or leaving through it (a 263 px face 124 px from the edge is whole and
+# may move anywhere; a 37 px one 10 px from it is cut) ...
+EDGE_MARGIN = 0.5
+CUT_MARGIN_PX = 16
+# ... and to have come in through it: live found a 72 px face only 20 px in; a big face
+# born 100 px in was not entering (its backfill painted discs over 30 frames)
+ENTRY_MARGIN = 1.0
+ENTRY_MARGIN_PX = 48
 EDGE_SHIFTS = (0.5, 1.0)  # extra copies of an edge face's box, moved outward (box sizes)
 CUT_FACE_GROWTH = 1.5  # a detection cut by the edge boxes ~55-70% of the face (measured)
 
@@ -38,7 +43,7 @@ def edge_path(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, n
     box size (padded ellipses overlap, so every position in between is covered); a face
     inside the frame gets its own box only."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    step = outward(boxes, width, height, ENTRY_MARGIN)
+    step = outward(boxes, width, height, ENTRY_MARGIN, ENTRY_MARGIN_PX)
     edge = np.any(step != 0, axis=1)
     wh = boxes[:, 2:] - boxes[:, :2]
     out, owner = [boxes], [np.arange(len(boxes))]

@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 
 from masquerade.config import TrackerConfig
 from masquerade.faces import Faces, box_iou
-from masquerade.pipeline.edges import outward
+from masquerade.pipeline.edges import CUT_MARGIN_PX, EDGE_MARGIN, outward
 
 # Motion noise as fractions of box height, as in SORT/ByteTrack.
 _STD_POSITION = 1.0 / 20
@@ -159,24 +159,28 @@ class Tracker:
         if size is None or track.misses > EXIT_COAST_FACTOR * limit:
             return False
         width, height = size
-        if not np.any(outward(track.last_box[None], width, height) != 0):
+        if not self._leaving(track, size):
             return False
         # out once the prediction is a box size past the edge (it may run ahead)
         box = track.predicted_box
         w, h = box[2] - box[0], box[3] - box[1]
         return bool(box[2] > -w and box[3] > -h and box[0] < width + w and box[1] < height + h)
 
+    @staticmethod
+    def _leaving(track: Track, size: tuple[int, int]) -> bool:
+        """Last seen cut by a frame edge and moving out through it."""
+        direction = outward(track.last_box[None], *size, EDGE_MARGIN, CUT_MARGIN_PX)[0]
+        return bool(direction.any() and float(direction @ track.mean[4:6]) > 0)
+
     def _exit_box(self, track: Track) -> np.ndarray | None:
-        """The box that covers a face leaving through a frame edge: its last detected box,
-        which spans everything of it still inside while it moves out (the prediction may
-        run ahead of a face that slows down); None when the track is not leaving."""
-        if self.frame_size is None:
+        """The box that covers a face leaving through a frame edge: the hull of its last
+        detected box and its prediction, which spans everything of it still inside
+        whether it slows down or not; None when the track is not leaving."""
+        if self.frame_size is None or not self._leaving(track, self.frame_size):
             return None
-        width, height = self.frame_size
-        direction = outward(track.last_box[None], width, height)[0]
-        if not direction.any() or float(direction @ track.mean[4:6]) <= 0:
-            return None
-        return track.last_box
+        box = track.predicted_box
+        return np.concatenate([np.minimum(box[:2], track.last_box[:2]),
+                               np.maximum(box[2:], track.last_box[2:])])
 
     def predict(self) -> Faces:
         """Advance one frame without running the detector (detect every N frames)."""

@@ -58,12 +58,13 @@ def leaks(output: Path, scenario: Scenario) -> list[tuple[int, int, float]]:
     return leaks_in_frames(enumerate(image for _, image in decode_video(output)), scenario)
 
 
-def leaks_in_frames(frames, scenario: Scenario) -> list[tuple[int, int, float]]:
+def leaks_in_frames(frames, scenario: Scenario, min_inside: float = MIN_INSIDE
+                    ) -> list[tuple[int, int, float]]:
     """Like `leaks`, for (scenario frame index, image) pairs from anywhere."""
     found = []
     for index, image in frames:
         for gt in scenario.ground_truth(index):
-            if gt.occluded or gt.inside <= MIN_INSIDE:
+            if gt.occluded or gt.inside <= min_inside:
                 continue
             frac = covered_fraction(image, gt.xyxy)
             if frac < 0.98:
