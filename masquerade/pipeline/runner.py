@@ -271,6 +271,17 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                     with stats.timed("encode"):
                         sink.write(item)
 
+            def emit(due: list[tuple[Frame, Faces]]) -> None:
+                """Frames the pipeline let go (held back for the backfill until now)."""
+                for out, faces in due:
+                    if track_log is not None:
+                        track_log.record(out.pts, faces,
+                                         config.anonymizer.min_generator_face_px,
+                                         config.anonymizer.min_generator_score)
+                    writer.put(out)
+                    stats.frames_out += 1
+                bar.update(len(due))
+
             # Audio goes through the writer too, so packets reach the muxer in file order.
             writer = BackgroundWriter(write, name="encoder")
             items = prefetch(source, name="decoder")
@@ -284,22 +295,8 @@ def run_file(input_url: str, output: str | os.PathLike[str], config: Config, *,
                     writer.put(item)
                     continue
                 stats.frames_in += 1
-                due = pipeline.push(item)
-                for out, faces in due:
-                    if track_log is not None:
-                        track_log.record(out.pts, faces,
-                                         config.anonymizer.min_generator_face_px,
-                                         config.anonymizer.min_generator_score)
-                    writer.put(out)
-                    stats.frames_out += 1
-                bar.update(len(due))
-            for out, faces in pipeline.drain():
-                if track_log is not None:
-                    track_log.record(out.pts, faces, config.anonymizer.min_generator_face_px,
-                                     config.anonymizer.min_generator_score)
-                writer.put(out)
-                stats.frames_out += 1
-                bar.update(1)
+                emit(pipeline.push(item))
+            emit(pipeline.drain())
             writer.close()
             stats.corrupt_packets = source.corrupt_packets
             stats.decode_errors = source.decode_errors

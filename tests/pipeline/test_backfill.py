@@ -113,3 +113,23 @@ def test_without_backfill_entering_faces_are_raw_at_first() -> None:
            if p[2] < 0.5]
     # entering faces raw for a while (face 4, from the bottom, happens to be found at once)
     assert {face for _, face, _ in raw} >= {1, 2, 3}
+
+
+def test_focus_gate_skips_still_tiles_and_keeps_every_face_covered() -> None:
+    """detector.full_scan_every on a static camera: between full scans only the tiles
+    where the picture changed or a track is are searched, and no face is left bare."""
+    scenario = Scenario(audio=False, pan=0.0)
+    config = load_config(overrides=["anonymizer.mode=solid", "anonymizer.color=[255,0,255]",
+                                    "detector.full_scan_every=5"])
+    pipeline = FramePipeline.from_config(config)
+    assert pipeline.focus is not None
+    out, skipped = [], 0
+    for i in range(scenario.frames):
+        out += pipeline.push(Frame(scenario.render(i), i, Fraction(1, 30), i))
+        skipped += pipeline.detector.skipped_tiles
+    out += pipeline.drain()
+    assert pipeline.focus.gated_scans > 0 and skipped > 0
+    painted = [painted_share(frame.image, gt.xyxy, MAGENTA, 10)
+               for frame, _ in out for gt in scenario.ground_truth(frame.index)
+               if not gt.occluded and face_pixels(scenario.height, scenario.width, gt.xyxy).any()]
+    assert min(painted) >= 0.98
